@@ -1,0 +1,205 @@
+"""`dreamdoom collect`: roll out a policy in N processes, each writing its own shard of one dataset.
+
+Every episode is written atomically when it ends, so Ctrl-C or a kill keeps every finished episode.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_lib
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from agent.env import DoomEnv, EnvConfig
+from agent.policies import env_needs, make_policy
+from data.dataset import Manifest, ShardWriter, default_recorder
+from data.episode import Episode
+
+REPORT_EVERY = 64  # steps between progress messages from a worker
+
+
+@dataclass
+class CollectConfig:
+    """What to collect and where."""
+
+    out: str  # dataset folder; each worker adds its own shard folder in it
+    scenario: str = "e1m1"
+    policy: str = "random"  # random | scripted | path of a trained policy .zip
+    episodes: int = 10
+    workers: int = 2
+    seed: int = 0  # episode i is played with seed (seed, i): reproducible whatever the worker count
+    max_steps: int = 0  # cut episodes at this many steps (0: the scenario's timeout)
+    frame_skip: int = 2
+    resolution: tuple[int, int] = (160, 120)
+    skill: int = 3
+    record: bool = True  # False: play without writing (measures what recording costs)
+    extra: dict = field(default_factory=dict)  # recorded into the manifest's recorder entry
+
+
+@dataclass
+class CollectStats:
+    episodes: int = 0
+    frames: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    shards: list = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    @property
+    def bytes_per_frame(self) -> float:
+        return self.bytes / self.frames if self.frames else 0.0
+
+
+def policy_tag(policy: str) -> str:
+    return policy if policy in ("random", "scripted") else "ppo-" + Path(policy).stem
+
+
+def play_episode(env: DoomEnv, policy, seed: tuple[int, int], max_steps: int, record: bool,
+                 on_steps=None) -> Episode | int:
+    """Play one episode; returns the Episode (or only its length when not recording)."""
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
+    policy.reset(rng)
+    frames, actions, rewards, dones, variables = [], [], [], [], []
+    end, t = "max_steps", 0
+    while True:
+        action = policy.act(obs, info)
+        if record:
+            frames.append(info["frame"].copy())
+            variables.append(info["variables"].copy())
+            actions.append(np.asarray(action).copy())
+        obs, reward, terminated, truncated, info = env.step(action)
+        t += 1
+        finished = terminated or truncated or (max_steps and t >= max_steps)
+        if record:
+            rewards.append(reward)
+            dones.append(bool(finished))
+        if on_steps and t % REPORT_EVERY == 0:
+            on_steps(REPORT_EVERY)
+        if finished:
+            end = "terminated" if terminated else "truncated" if truncated else end
+            break
+    if on_steps:
+        on_steps(t % REPORT_EVERY)
+    if not record:
+        return t
+    return Episode(
+        frames=np.stack(frames), actions=np.stack(actions).astype(np.int64),
+        rewards=np.asarray(rewards, np.float32), dones=np.asarray(dones, bool),
+        variables=np.stack(variables), action_spec=env.spec_actions,
+        meta={"policy": policy.name, "seed": list(seed), "end": end},
+    )
+
+
+def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: str, messages) -> None:
+    try:
+        policy = make_policy(cfg.policy)
+        env_cfg = env_needs(policy, EnvConfig(scenario=cfg.scenario, resolution=tuple(cfg.resolution),
+                                              frame_skip=cfg.frame_skip, skill=cfg.skill))
+        env = DoomEnv(env_cfg)
+        writer = None
+        if cfg.record:
+            manifest = Manifest(scenario=cfg.scenario, map=env_cfg.resolved_map(), resolution=tuple(cfg.resolution),
+                                frame_skip=cfg.frame_skip, action_contract=env.spec_actions.to_dict(),
+                                recorder=default_recorder(policy.name, source=cfg.policy, worker=worker_id,
+                                                          skill=cfg.skill, **cfg.extra))
+            writer = ShardWriter(shard, manifest)
+        for i in episode_ids:
+            result = play_episode(env, policy, (cfg.seed, i), cfg.max_steps, cfg.record,
+                                  on_steps=lambda n: messages.put(("steps", n)))
+            if writer is None:
+                messages.put(("episode", result, 0))
+            else:
+                before = writer.bytes_written
+                writer.write(result)
+                messages.put(("episode", len(result), writer.bytes_written - before))
+        env.close()
+    except BaseException:  # noqa: BLE001 (reported to the parent, which decides)
+        messages.put(("error", worker_id, traceback.format_exc()))
+        raise SystemExit(1) from None
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
+    """Run the workers, show progress, and return what was written."""
+    # Fail fast, in this process, on a bad scenario or policy spec (a worker error is harder to read).
+    EnvConfig(scenario=cfg.scenario).scenario_spec()
+    make_policy(cfg.policy) if cfg.policy in ("random", "scripted") else None
+    out = Path(cfg.out)
+    workers = max(1, min(cfg.workers, cfg.episodes))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    shards = [str(out / f"{policy_tag(cfg.policy)}-s{cfg.seed}-{stamp}-w{w:02d}") for w in range(workers)]
+    ctx = mp.get_context("spawn")  # VizDoom and torch are safer in fresh processes than forked ones
+    messages = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(w, list(range(w, cfg.episodes, workers)), cfg, shards[w], messages),
+                         daemon=True) for w in range(workers)]
+    stats = CollectStats(shards=shards if cfg.record else [])
+    bar = tqdm(total=cfg.episodes, unit="ep", disable=not progress, dynamic_ncols=True,
+               desc=f"collect {cfg.scenario}/{policy_tag(cfg.policy)}")
+    steps, errors = 0, []
+    start = time.perf_counter()
+    for p in procs:
+        p.start()
+    try:
+        while stats.episodes < cfg.episodes and not errors:
+            try:
+                msg = messages.get(timeout=0.5)
+            except queue_lib.Empty:
+                if not any(p.is_alive() for p in procs):
+                    break
+                continue
+            if msg[0] == "steps":
+                steps += msg[1]
+                bar.set_postfix(frames=steps, fps=f"{steps / (time.perf_counter() - start):.0f}", refresh=False)
+            elif msg[0] == "episode":
+                stats.episodes += 1
+                stats.frames += msg[1]
+                stats.bytes += msg[2]
+                bar.update(1)
+            elif msg[0] == "error":
+                errors.append(f"worker {msg[1]} failed:\n{msg[2]}")
+    except KeyboardInterrupt:
+        errors.append("interrupted: finished episodes are kept, the ones in progress are dropped")
+    finally:
+        stats.seconds = time.perf_counter() - start
+        bar.close()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    if errors:
+        raise CollectError("\n".join(errors), stats)
+    return stats
+
+
+class CollectError(RuntimeError):
+    def __init__(self, message: str, stats: CollectStats):
+        super().__init__(message)
+        self.stats = stats
+
+
+def summary_line(stats: CollectStats, cfg: CollectConfig) -> str:
+    where = f" -> {cfg.out}" if cfg.record else " (not recorded)"
+    size = f", {stats.bytes / 1e6:.1f} MB, {stats.bytes_per_frame / 1e3:.1f} KB/frame" if cfg.record else ""
+    return (f"collected {stats.episodes} episodes, {stats.frames:,} frames in {stats.seconds:.1f} s: "
+            f"{stats.fps:.0f} frames/s with {cfg.workers} workers{size}{where}")
+
+
+def main(cfg: CollectConfig) -> int:
+    print("collect config:", asdict(cfg), file=sys.stderr)
+    try:
+        stats = collect(cfg)
+    except CollectError as e:
+        print(summary_line(e.stats, cfg), file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
+        return 130 if str(e).startswith("interrupted") else 1
+    print(summary_line(stats, cfg))
+    return 0

@@ -1,0 +1,57 @@
+"""`dreamdoom data ...` subcommands, and the stub used for commands not built yet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NOT_BUILT = 2  # exit code of a command that does not exist yet
+
+
+def not_built(name: str):
+    def run(args: argparse.Namespace) -> int:
+        print(f"dreamdoom {name}: not built yet", file=sys.stderr)
+        return NOT_BUILT
+
+    return run
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from data.dataset import Dataset
+    from data.info import format_summary, summarize
+
+    summary = summarize(Dataset(args.path))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 1 if summary["bad_episodes"] else 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from data.dataset import Dataset
+    from data.video import write_video
+
+    ds = Dataset(args.path)
+    if not 0 <= args.episode < len(ds):
+        print(f"{args.path}: episode {args.episode} out of range (dataset has {len(ds)})", file=sys.stderr)
+        return 2
+    ep = ds.load(args.episode)
+    n = write_video(ep.frames, args.out, fps=ds.manifest.fps, scale=args.scale)
+    print(f"wrote {n} frames ({n / ds.manifest.fps:.1f} s) of {ds.episodes[args.episode].path} to {args.out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True,
+                                                                          metavar="DATA_COMMAND")
+    p = data.add_parser("info", help="episodes, frames, action histogram, bytes per frame")
+    p.add_argument("path", help="dataset folder")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+    p = data.add_parser("view", help="one episode to an mp4")
+    p.add_argument("path", help="dataset folder")
+    p.add_argument("--episode", type=int, default=0, help="index in the dataset's episode list")
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--scale", type=int, default=2, help="integer upscale factor")
+    p.set_defaults(func=cmd_view)
+    p = data.add_parser("coverage", help="top-down picture of the positions a dataset visits")
+    p.set_defaults(func=not_built("data coverage"))

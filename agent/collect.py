@@ -6,6 +6,7 @@ Every episode is written atomically when it ends, so Ctrl-C or a kill keeps ever
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_lib
 import sys
 import time
@@ -63,8 +64,9 @@ def policy_tag(policy: str) -> str:
     return policy if policy in ("random", "scripted") else "ppo-" + Path(policy).stem
 
 
-def play_episode(env: DoomEnv, policy, seed: tuple[int, int], max_steps: int, record: bool,
-                 on_steps=None) -> Episode | int:
+def play_episode(
+    env: DoomEnv, policy, seed: tuple[int, int], max_steps: int, record: bool, on_steps=None
+) -> Episode | int:
     """Play one episode; returns the Episode (or only its length when not recording)."""
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
@@ -73,10 +75,10 @@ def play_episode(env: DoomEnv, policy, seed: tuple[int, int], max_steps: int, re
     end, t = "max_steps", 0
     while True:
         action = policy.act(obs, info)
-        if record:
-            frames.append(info["frame"].copy())
-            variables.append(info["variables"].copy())
-            actions.append(np.asarray(action).copy())
+        if record:  # VizDoom returns fresh arrays each step: keep them without copying
+            frames.append(info["frame"])
+            variables.append(info["variables"])
+            actions.append(np.array(action))
         obs, reward, terminated, truncated, info = env.step(action)
         t += 1
         finished = terminated or truncated or (max_steps and t >= max_steps)
@@ -93,29 +95,51 @@ def play_episode(env: DoomEnv, policy, seed: tuple[int, int], max_steps: int, re
     if not record:
         return t
     return Episode(
-        frames=np.stack(frames), actions=np.stack(actions).astype(np.int64),
-        rewards=np.asarray(rewards, np.float32), dones=np.asarray(dones, bool),
-        variables=np.stack(variables), action_spec=env.spec_actions,
+        frames=np.stack(frames),
+        actions=np.stack(actions).astype(np.int64),
+        rewards=np.asarray(rewards, np.float32),
+        dones=np.asarray(dones, bool),
+        variables=np.stack(variables),
+        action_spec=env.spec_actions,
         meta={"policy": policy.name, "seed": list(seed), "end": end},
     )
 
 
 def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: str, messages) -> None:
+    parent = os.getppid()
+
+    def report(n: int) -> None:
+        if os.getppid() != parent:  # the collector was killed: stop instead of playing on as an orphan
+            os._exit(1)
+        messages.put(("steps", n))
+
     try:
         policy = make_policy(cfg.policy)
-        env_cfg = env_needs(policy, EnvConfig(scenario=cfg.scenario, resolution=tuple(cfg.resolution),
-                                              frame_skip=cfg.frame_skip, skill=cfg.skill))
+        env_cfg = env_needs(
+            policy,
+            EnvConfig(
+                scenario=cfg.scenario,
+                resolution=tuple(cfg.resolution),
+                frame_skip=cfg.frame_skip,
+                skill=cfg.skill,
+            ),
+        )
         env = DoomEnv(env_cfg)
         writer = None
         if cfg.record:
-            manifest = Manifest(scenario=cfg.scenario, map=env_cfg.resolved_map(), resolution=tuple(cfg.resolution),
-                                frame_skip=cfg.frame_skip, action_contract=env.spec_actions.to_dict(),
-                                recorder=default_recorder(policy.name, source=cfg.policy, worker=worker_id,
-                                                          skill=cfg.skill, **cfg.extra))
+            manifest = Manifest(
+                scenario=cfg.scenario,
+                map=env_cfg.resolved_map(),
+                resolution=tuple(cfg.resolution),
+                frame_skip=cfg.frame_skip,
+                action_contract=env.spec_actions.to_dict(),
+                recorder=default_recorder(
+                    policy.name, source=cfg.policy, worker=worker_id, skill=cfg.skill, **cfg.extra
+                ),
+            )
             writer = ShardWriter(shard, manifest)
         for i in episode_ids:
-            result = play_episode(env, policy, (cfg.seed, i), cfg.max_steps, cfg.record,
-                                  on_steps=lambda n: messages.put(("steps", n)))
+            result = play_episode(env, policy, (cfg.seed, i), cfg.max_steps, cfg.record, on_steps=report)
             if writer is None:
                 messages.put(("episode", result, 0))
             else:
@@ -139,11 +163,22 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
     shards = [str(out / f"{policy_tag(cfg.policy)}-s{cfg.seed}-{stamp}-w{w:02d}") for w in range(workers)]
     ctx = mp.get_context("spawn")  # VizDoom and torch are safer in fresh processes than forked ones
     messages = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(w, list(range(w, cfg.episodes, workers)), cfg, shards[w], messages),
-                         daemon=True) for w in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(w, list(range(w, cfg.episodes, workers)), cfg, shards[w], messages),
+            daemon=True,
+        )
+        for w in range(workers)
+    ]
     stats = CollectStats(shards=shards if cfg.record else [])
-    bar = tqdm(total=cfg.episodes, unit="ep", disable=not progress, dynamic_ncols=True,
-               desc=f"collect {cfg.scenario}/{policy_tag(cfg.policy)}")
+    bar = tqdm(
+        total=cfg.episodes,
+        unit="ep",
+        disable=not progress,
+        dynamic_ncols=True,
+        desc=f"collect {cfg.scenario}/{policy_tag(cfg.policy)}",
+    )
     steps, errors = 0, []
     start = time.perf_counter()
     for p in procs:
@@ -158,7 +193,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
                 continue
             if msg[0] == "steps":
                 steps += msg[1]
-                bar.set_postfix(frames=steps, fps=f"{steps / (time.perf_counter() - start):.0f}", refresh=False)
+                bar.set_postfix(
+                    frames=steps, fps=f"{steps / (time.perf_counter() - start):.0f}", refresh=False
+                )
             elif msg[0] == "episode":
                 stats.episodes += 1
                 stats.frames += msg[1]
@@ -189,8 +226,10 @@ class CollectError(RuntimeError):
 def summary_line(stats: CollectStats, cfg: CollectConfig) -> str:
     where = f" -> {cfg.out}" if cfg.record else " (not recorded)"
     size = f", {stats.bytes / 1e6:.1f} MB, {stats.bytes_per_frame / 1e3:.1f} KB/frame" if cfg.record else ""
-    return (f"collected {stats.episodes} episodes, {stats.frames:,} frames in {stats.seconds:.1f} s: "
-            f"{stats.fps:.0f} frames/s with {cfg.workers} workers{size}{where}")
+    return (
+        f"collected {stats.episodes} episodes, {stats.frames:,} frames in {stats.seconds:.1f} s: "
+        f"{stats.fps:.0f} frames/s with {cfg.workers} workers{size}{where}"
+    )
 
 
 def main(cfg: CollectConfig) -> int:

@@ -21,6 +21,7 @@ from data.episode import VARIABLES
 
 VIZDOOM_DIR = Path(vzd.__file__).parent
 SCENARIO_DIR = Path(vzd.scenarios_path)
+CONFIG_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dreamdoom"
 
 # VizDoom ignores turning for the first tics of an episode (measured: turn deltas take effect from
 # episode tic 9 on). Reset runs these tics with no input so every recorded action has its effect.
@@ -33,11 +34,30 @@ RESOLUTIONS = {
 }
 
 # VizDoom actor class names of monsters (Doom/Freedoom), used by the scripted explorer's aim.
-MONSTERS = frozenset({
-    "ZombieMan", "ShotgunGuy", "ChaingunGuy", "DoomImp", "Demon", "Spectre", "LostSoul", "Cacodemon",
-    "HellKnight", "BaronOfHell", "Arachnotron", "PainElemental", "Revenant", "Fatso", "Archvile",
-    "SpiderMastermind", "Cyberdemon", "WolfensteinSS", "MarineChainsawVzd", "DoomPlayer",
-})
+MONSTERS = frozenset(
+    {
+        "ZombieMan",
+        "ShotgunGuy",
+        "ChaingunGuy",
+        "DoomImp",
+        "Demon",
+        "Spectre",
+        "LostSoul",
+        "Cacodemon",
+        "HellKnight",
+        "BaronOfHell",
+        "Arachnotron",
+        "PainElemental",
+        "Revenant",
+        "Fatso",
+        "Archvile",
+        "SpiderMastermind",
+        "Cyberdemon",
+        "WolfensteinSS",
+        "MarineChainsawVzd",
+        "DoomPlayer",
+    }
+)
 
 
 class ScenarioError(ValueError):
@@ -56,13 +76,27 @@ class Scenario:
     description: str
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("e1m1", None, "freedoom1.wad", "E1M1", 35 * 120, "Freedoom 1, episode 1 map 1: the full level"),
-    Scenario("basic", "basic.cfg", None, "MAP01", 300, "one room, one monster in front"),
-    Scenario("defend_the_center", "defend_the_center.cfg", None, "MAP01", 2100, "circular arena, monsters close in"),
-    Scenario("health_gathering", "health_gathering.cfg", None, "MAP01", 2100, "acid floor, collect medkits"),
-    Scenario("deathmatch", "deathmatch.cfg", None, "MAP01", 4200, "arena full of monsters and weapons"),
-]}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "e1m1", None, "freedoom1.wad", "E1M1", 35 * 120, "Freedoom 1, episode 1 map 1: the full level"
+        ),
+        Scenario("basic", "basic.cfg", None, "MAP01", 300, "one room, one monster in front"),
+        Scenario(
+            "defend_the_center",
+            "defend_the_center.cfg",
+            None,
+            "MAP01",
+            2100,
+            "circular arena, monsters close in",
+        ),
+        Scenario(
+            "health_gathering", "health_gathering.cfg", None, "MAP01", 2100, "acid floor, collect medkits"
+        ),
+        Scenario("deathmatch", "deathmatch.cfg", None, "MAP01", 4200, "arena full of monsters and weapons"),
+    ]
+}
 
 
 def wad_maps(path: str | Path) -> set[str]:
@@ -77,7 +111,10 @@ def wad_maps(path: str | Path) -> set[str]:
             directory = f.read(16 * count)
     except (OSError, struct.error) as e:
         raise ScenarioError(f"{path}: unreadable WAD ({e})") from e
-    names = {directory[i + 8:i + 16].rstrip(b"\0").decode("ascii", "replace").upper() for i in range(0, len(directory), 16)}
+    names = {
+        directory[i + 8 : i + 16].rstrip(b"\0").decode("ascii", "replace").upper()
+        for i in range(0, len(directory), 16)
+    }
     return {n for n in names if re.fullmatch(r"E\dM\d|MAP\d\d", n)}
 
 
@@ -117,6 +154,9 @@ def make_game(cfg: EnvConfig) -> vzd.DoomGame:
     """A configured, initialised DoomGame; raises ScenarioError for a bad scenario, map or resolution."""
     sc = cfg.scenario_spec()
     game = vzd.DoomGame()
+    # VizDoom writes its settings file into the working directory unless told otherwise.
+    CONFIG_DIR.mkdir(parents=True, exist_ok=True)
+    game.set_doom_config_path(str(CONFIG_DIR / "_vizdoom.ini"))
     if sc.config:
         cfg_path = SCENARIO_DIR / sc.config
         game.load_config(str(cfg_path))
@@ -128,7 +168,10 @@ def make_game(cfg: EnvConfig) -> vzd.DoomGame:
     the_map = cfg.resolved_map()
     maps = wad_maps(wad)
     if the_map not in maps:
-        raise ScenarioError(f"map '{the_map}' is not in {wad.name} (scenario '{cfg.scenario}'); it has: {', '.join(sorted(maps))}")
+        raise ScenarioError(
+            f"map '{the_map}' is not in {wad.name} (scenario '{cfg.scenario}'); "
+            f"it has: {', '.join(sorted(maps))}"
+        )
     game.set_doom_map(the_map)
     if tuple(cfg.resolution) not in RESOLUTIONS:
         raise ScenarioError(f"resolution {cfg.resolution} not supported; choose one of {list(RESOLUTIONS)}")
@@ -156,8 +199,11 @@ def make_game(cfg: EnvConfig) -> vzd.DoomGame:
 def downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Shrink an (H, W, 3) uint8 frame to (height, width): 2x2 box filter for halving, else nearest."""
     w, h = size
-    while frame.shape[0] == 2 * h * (frame.shape[0] // (2 * h)) and frame.shape[0] >= 2 * h \
-            and frame.shape[1] * h == frame.shape[0] * w:
+    while (
+        frame.shape[0] == 2 * h * (frame.shape[0] // (2 * h))
+        and frame.shape[0] >= 2 * h
+        and frame.shape[1] * h == frame.shape[0] * w
+    ):
         a = frame.astype(np.uint16)  # integer sums: ~8x faster than a float mean
         frame = ((a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) >> 2).astype(np.uint8)
     if frame.shape[:2] == (h, w):
@@ -192,12 +238,16 @@ class DoomEnv(gym.Env):
         self.game.new_episode()
         self.game.make_action(self._noop, WARMUP_TICS)
         if self.game.is_episode_finished():
-            raise RuntimeError(f"scenario '{self.config.scenario}' ended during its {WARMUP_TICS} warm-up tics")
+            raise RuntimeError(
+                f"scenario '{self.config.scenario}' ended during its {WARMUP_TICS} warm-up tics"
+            )
         self._read_state()
         return self._obs(), self._info()
 
     def step(self, action):
-        reward = self.game.make_action(self.spec_actions.to_buttons(np.asarray(action)), self.config.frame_skip)
+        reward = self.game.make_action(
+            self.spec_actions.to_buttons(np.asarray(action)), self.config.frame_skip
+        )
         finished = self.game.is_episode_finished()
         truncated = finished and self.game.is_episode_timeout_reached()
         terminated = finished and not truncated
@@ -216,7 +266,7 @@ class DoomEnv(gym.Env):
     # -- internals -------------------------------------------------------------------------------
     def _read_state(self) -> None:
         state = self.game.get_state()
-        self._frame = state.screen_buffer  # (H, W, 3) uint8, native resolution
+        self._frame = state.screen_buffer  # (H, W, 3) uint8, native resolution; a fresh array every step
         self._variables = np.asarray(state.game_variables, dtype=np.float32)
         self._state = state
 

@@ -1,4 +1,4 @@
-"""Policies that drive collection: random (human-like action holding), a scripted explorer, or a trained PPO policy.
+"""Policies that drive collection: random (human-like action holding), a scripted explorer, or trained PPO.
 
 A policy sees what the env gives (`obs`, `info`) and returns one action vector of the contract.
 """
@@ -80,7 +80,9 @@ class ScriptedPolicy:
         if abs(offset) > 0.04:
             direction = 1 if offset > 0 else -1
             turn = self.fast[direction] if abs(offset) > 0.2 else self.slow[direction]
-        return self.spec.make(move=0, strafe=int(self.rng.integers(3)), turn=turn, attack=int(abs(offset) < 0.1))
+        return self.spec.make(
+            move=0, strafe=int(self.rng.integers(3)), turn=turn, attack=int(abs(offset) < 0.1)
+        )
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         depth = info.get("depth")
@@ -92,8 +94,8 @@ class ScriptedPolicy:
             return aim
         var = info["variables"]
         self.positions.append((var[VARIABLES.index("POSITION_X")], var[VARIABLES.index("POSITION_Y")]))
-        band = depth[h // 3: 2 * h // 3]  # middle rows: walls, not floor and ceiling
-        left, centre, right = (float(np.median(band[:, i * w // 3:(i + 1) * w // 3])) for i in range(3))
+        band = depth[h // 3 : 2 * h // 3]  # middle rows: walls, not floor and ceiling
+        left, centre, right = (float(np.median(band[:, i * w // 3 : (i + 1) * w // 3])) for i in range(3))
         if self.backoff > 0:
             self.backoff -= 1
             return self.spec.make(move=2, turn=self.fast[self.turn_dir or 1])

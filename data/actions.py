@@ -51,7 +51,9 @@ class ActionSpec:
     def __post_init__(self) -> None:
         n = len(self.turn_degrees_per_tic)
         if n % 2 != 1 or self.turn_degrees_per_tic[n // 2] != 0.0:
-            raise ActionContractError(f"turn bins must be odd in number and centred on 0, got {self.turn_degrees_per_tic}")
+            raise ActionContractError(
+                f"turn bins must be odd in number and centred on 0, got {self.turn_degrees_per_tic}"
+            )
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -74,10 +76,17 @@ class ActionSpec:
         a[self.fields.index("turn")] = self.turn_none
         return a
 
-    def make(self, move: int = 0, strafe: int = 0, turn: int | None = None, attack: int = 0, use: int = 0) -> np.ndarray:
+    def make(
+        self, move: int = 0, strafe: int = 0, turn: int | None = None, attack: int = 0, use: int = 0
+    ) -> np.ndarray:
         """An action vector from named fields; `turn` is a bin index (default: no turn)."""
-        values = {"move": move, "strafe": strafe, "turn": self.turn_none if turn is None else turn,
-                  "attack": attack, "use": use}
+        values = {
+            "move": move,
+            "strafe": strafe,
+            "turn": self.turn_none if turn is None else turn,
+            "attack": attack,
+            "use": use,
+        }
         a = np.array([values[f] for f in self.fields], dtype=np.int64)
         self.validate(a)
         return a
@@ -86,8 +95,12 @@ class ActionSpec:
         """Raise ActionContractError unless `actions` (..., fields) holds valid values."""
         actions = np.asarray(actions)
         if actions.shape[-1:] != (self.num_fields,):
-            raise ActionContractError(f"{where}: last dimension must be {self.num_fields} fields, got shape {actions.shape}")
-        if actions.size and (actions.min() < 0 or np.any(actions.max(axis=tuple(range(actions.ndim - 1))) >= self.sizes)):
+            raise ActionContractError(
+                f"{where}: last dimension must be {self.num_fields} fields, got shape {actions.shape}"
+            )
+        if actions.size and (
+            actions.min() < 0 or np.any(actions.max(axis=tuple(range(actions.ndim - 1))) >= self.sizes)
+        ):
             raise ActionContractError(f"{where}: values out of range for field sizes {self.sizes}")
 
     def to_buttons(self, action: np.ndarray) -> list[float]:
@@ -105,14 +118,21 @@ class ActionSpec:
 
     def to_dict(self) -> dict:
         """JSON form, written into every dataset manifest and checkpoint."""
-        return {"version": self.version, "fields": list(self.fields), "sizes": list(self.sizes),
-                "turn_degrees_per_tic": list(self.turn_degrees_per_tic)}
+        return {
+            "version": self.version,
+            "fields": list(self.fields),
+            "sizes": list(self.sizes),
+            "turn_degrees_per_tic": list(self.turn_degrees_per_tic),
+        }
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "action contract") -> ActionSpec:
         try:
-            spec = cls(version=int(d["version"]), fields=tuple(d["fields"]),
-                       turn_degrees_per_tic=tuple(float(x) for x in d["turn_degrees_per_tic"]))
+            spec = cls(
+                version=int(d["version"]),
+                fields=tuple(d["fields"]),
+                turn_degrees_per_tic=tuple(float(x) for x in d["turn_degrees_per_tic"]),
+            )
         except (KeyError, TypeError) as e:
             raise ActionContractError(f"{where}: malformed action contract {d!r} ({e})") from e
         if list(spec.sizes) != list(d.get("sizes", spec.sizes)):
@@ -126,8 +146,10 @@ class ActionSpec:
         if other != self:
             raise ActionContractError(
                 f"{where}: action contract mismatch: it has version {other.version}, fields {other.fields}, "
-                f"sizes {other.sizes}, turn bins {other.turn_degrees_per_tic}; expected version {self.version}, "
-                f"fields {self.fields}, sizes {self.sizes}, turn bins {self.turn_degrees_per_tic}")
+                f"sizes {other.sizes}, turn bins {other.turn_degrees_per_tic}; "
+                f"expected version {self.version}, "
+                f"fields {self.fields}, sizes {self.sizes}, turn bins {self.turn_degrees_per_tic}"
+            )
 
     def gym_space(self):
         """The gymnasium MultiDiscrete space PPO acts in."""

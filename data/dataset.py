@@ -51,9 +51,16 @@ class Manifest:
         return ActionSpec.from_dict(self.action_contract)
 
     def to_dict(self) -> dict:
-        return {"schema_version": self.schema_version, "scenario": self.scenario, "map": self.map,
-                "resolution": list(self.resolution), "frame_skip": self.frame_skip,
-                "action_contract": self.action_contract, "recorder": self.recorder, "created": self.created}
+        return {
+            "schema_version": self.schema_version,
+            "scenario": self.scenario,
+            "map": self.map,
+            "resolution": list(self.resolution),
+            "frame_skip": self.frame_skip,
+            "action_contract": self.action_contract,
+            "recorder": self.recorder,
+            "created": self.created,
+        }
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -62,12 +69,20 @@ class Manifest:
         except (OSError, ValueError) as e:
             raise DatasetError(f"{path}: unreadable manifest ({e})") from e
         if d.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-            raise DatasetError(f"{path}: manifest schema version {d.get('schema_version')}, "
-                               f"this reader understands {MANIFEST_SCHEMA_VERSION}")
+            raise DatasetError(
+                f"{path}: manifest schema version {d.get('schema_version')}, "
+                f"this reader understands {MANIFEST_SCHEMA_VERSION}"
+            )
         try:
-            return cls(scenario=d["scenario"], map=d["map"], resolution=tuple(d["resolution"]),
-                       frame_skip=int(d["frame_skip"]), recorder=d.get("recorder", {}),
-                       action_contract=d["action_contract"], created=d.get("created", 0.0))
+            return cls(
+                scenario=d["scenario"],
+                map=d["map"],
+                resolution=tuple(d["resolution"]),
+                frame_skip=int(d["frame_skip"]),
+                recorder=d.get("recorder", {}),
+                action_contract=d["action_contract"],
+                created=d.get("created", 0.0),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{path}: malformed manifest, missing or bad field {e}") from e
 
@@ -90,8 +105,10 @@ class ShardWriter:
             old = Manifest.load(path)
             for key in ("scenario", "map", "resolution", "frame_skip", "action_contract"):
                 if getattr(old, key) != getattr(manifest, key):
-                    raise DatasetError(f"{path}: shard already holds {key}={getattr(old, key)!r}, "
-                                       f"refusing to add episodes with {key}={getattr(manifest, key)!r}")
+                    raise DatasetError(
+                        f"{path}: shard already holds {key}={getattr(old, key)!r}, "
+                        f"refusing to add episodes with {key}={getattr(manifest, key)!r}"
+                    )
         else:
             manifest.created = manifest.created or time.time()
             _atomic_write_text(path, json.dumps(manifest.to_dict(), indent=2))
@@ -107,7 +124,9 @@ class ShardWriter:
         episode.action_spec.check_compatible(self.manifest.action_contract, str(self.folder))
         h, w = episode.frames.shape[1:3]
         if (w, h) != tuple(self.manifest.resolution):
-            raise DatasetError(f"{self.folder}: episode frames are {w}x{h}, manifest says {self.manifest.resolution}")
+            raise DatasetError(
+                f"{self.folder}: episode frames are {w}x{h}, manifest says {self.manifest.resolution}"
+            )
         path = self.folder / f"ep_{self.next_index:06d}{EPISODE_SUFFIX}"
         self.bytes_written += write_episode(path, episode)
         self.frames_written += len(episode)
@@ -139,7 +158,9 @@ class Dataset:
             raise DatasetError(f"{self.root}: no such dataset folder")
         manifests = sorted(self.root.rglob(MANIFEST_NAME))
         if not manifests:
-            raise DatasetError(f"{self.root}: no {MANIFEST_NAME} found; not a dataset (collect one with `dreamdoom collect`)")
+            raise DatasetError(
+                f"{self.root}: no {MANIFEST_NAME} found; not a dataset (collect one with `dreamdoom collect`)"
+            )
         self.action_spec = action_spec
         self.shards: dict[Path, Manifest] = {}
         for m in manifests:
@@ -153,8 +174,10 @@ class Dataset:
         for path, m in self.shards.items():
             for key in ("resolution", "frame_skip"):
                 if getattr(m, key) != getattr(first, key):
-                    raise DatasetError(f"{path}: {key}={getattr(m, key)!r} but {first_path} has "
-                                       f"{getattr(first, key)!r}; shards of one dataset must agree")
+                    raise DatasetError(
+                        f"{path}: {key}={getattr(m, key)!r} but {first_path} has "
+                        f"{getattr(first, key)!r}; shards of one dataset must agree"
+                    )
         self.manifest = first
         self.episodes: list[EpisodeRef] = [
             EpisodeRef(p, shard) for shard in self.shards for p in sorted(shard.glob(f"ep_*{EPISODE_SUFFIX}"))
@@ -176,8 +199,9 @@ class Dataset:
         ref = self.episodes[ref] if isinstance(ref, int) else ref
         return read_episode(ref.path, self.action_spec, keys)
 
-    def iter_episodes(self, refs: list[EpisodeRef] | None = None, keys: tuple[str, ...] | None = None,
-                      strict: bool = False) -> Iterator[tuple[EpisodeRef, Episode]]:
+    def iter_episodes(
+        self, refs: list[EpisodeRef] | None = None, keys: tuple[str, ...] | None = None, strict: bool = False
+    ) -> Iterator[tuple[EpisodeRef, Episode]]:
         """Yield readable episodes; a bad file is a warning (kept in `errors`), or raises when strict."""
         for ref in self.episodes if refs is None else refs:
             try:

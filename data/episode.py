@@ -28,8 +28,20 @@ ZSTD_LEVEL = 1
 
 # Game variables kept with every step, in this order (names as in VizDoom's GameVariable).
 VARIABLES: tuple[str, ...] = (
-    "HEALTH", "ARMOR", "SELECTED_WEAPON_AMMO", "POSITION_X", "POSITION_Y", "ANGLE",
-    "KILLCOUNT", "ITEMCOUNT", "SECRETCOUNT", "HITCOUNT", "HITS_TAKEN", "DAMAGECOUNT", "DAMAGE_TAKEN", "DEAD",
+    "HEALTH",
+    "ARMOR",
+    "SELECTED_WEAPON_AMMO",
+    "POSITION_X",
+    "POSITION_Y",
+    "ANGLE",
+    "KILLCOUNT",
+    "ITEMCOUNT",
+    "SECRETCOUNT",
+    "HITCOUNT",
+    "HITS_TAKEN",
+    "DAMAGECOUNT",
+    "DAMAGE_TAKEN",
+    "DEAD",
 )
 
 
@@ -60,13 +72,21 @@ class Episode:
     def validate(self, where: str = "episode") -> None:
         t = len(self.frames)
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
-            raise EpisodeError(f"{where}: frames must be uint8 (T, H, W, 3), got {self.frames.dtype} {self.frames.shape}")
-        for name, arr, ndim in (("actions", self.actions, 2), ("rewards", self.rewards, 1),
-                                ("dones", self.dones, 1), ("variables", self.variables, 2)):
+            raise EpisodeError(
+                f"{where}: frames must be uint8 (T, H, W, 3), got {self.frames.dtype} {self.frames.shape}"
+            )
+        for name, arr, ndim in (
+            ("actions", self.actions, 2),
+            ("rewards", self.rewards, 1),
+            ("dones", self.dones, 1),
+            ("variables", self.variables, 2),
+        ):
             if arr.ndim != ndim or len(arr) != t:
                 raise EpisodeError(f"{where}: {name} has shape {arr.shape}, expected {t} steps like frames")
         if self.variables.shape[1] != len(self.variable_names):
-            raise EpisodeError(f"{where}: {self.variables.shape[1]} variable columns for {len(self.variable_names)} names")
+            raise EpisodeError(
+                f"{where}: {self.variables.shape[1]} variable columns for {len(self.variable_names)} names"
+            )
         try:
             self.action_spec.validate(self.actions, where)
         except ActionContractError as e:
@@ -77,8 +97,12 @@ def write_episode(path: str | Path, episode: Episode) -> int:
     """Write atomically (temp file, then rename): a killed writer leaves no partial episode. Returns bytes."""
     path = Path(path)
     episode.validate(str(path))
-    header = {"schema_version": EPISODE_SCHEMA_VERSION, "action_contract": episode.action_spec.to_dict(),
-              "variable_names": list(episode.variable_names), "meta": episode.meta}
+    header = {
+        "schema_version": EPISODE_SCHEMA_VERSION,
+        "action_contract": episode.action_spec.to_dict(),
+        "variable_names": list(episode.variable_names),
+        "meta": episode.meta,
+    }
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -120,7 +144,9 @@ def _open(path: Path, expected: ActionSpec | None):
     version = header.get("schema_version")
     if version != EPISODE_SCHEMA_VERSION:
         npz.close()
-        raise EpisodeError(f"{path}: episode schema version {version}, this reader understands {EPISODE_SCHEMA_VERSION}")
+        raise EpisodeError(
+            f"{path}: episode schema version {version}, this reader understands {EPISODE_SCHEMA_VERSION}"
+        )
     if expected is not None:
         try:
             expected.check_compatible(header.get("action_contract", {}), str(path))
@@ -147,8 +173,9 @@ def _member(npz, path: Path, name: str) -> np.ndarray:
         raise EpisodeError(f"{path}: array '{name}' is truncated or corrupt ({e})") from e
 
 
-def read_episode(path: str | Path, expected: ActionSpec | None = DEFAULT_ACTIONS,
-                 keys: tuple[str, ...] | None = None) -> Episode:
+def read_episode(
+    path: str | Path, expected: ActionSpec | None = DEFAULT_ACTIONS, keys: tuple[str, ...] | None = None
+) -> Episode:
     """Read and validate one episode. `keys` limits which arrays are decompressed (frames are the
     costly one); the arrays left out are empty. Raises EpisodeError naming the file."""
     path = Path(path)

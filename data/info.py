@@ -35,8 +35,11 @@ def summarize(ds: Dataset) -> dict:
         "bad_episodes": list(ds.errors),
         "frames": frames,
         "hours": frames / m.fps / 3600,
-        "episode_length": {"mean": float(np.mean(lengths)) if lengths else 0.0,
-                           "min": int(min(lengths, default=0)), "max": int(max(lengths, default=0))},
+        "episode_length": {
+            "mean": float(np.mean(lengths)) if lengths else 0.0,
+            "min": int(min(lengths, default=0)),
+            "max": int(max(lengths, default=0)),
+        },
         "return_mean": float(np.mean(returns)) if returns else 0.0,
         "policies": dict(policies),
         "bytes": nbytes,
@@ -52,15 +55,21 @@ def format_summary(s: dict) -> str:
         f"scenario    {', '.join(s['scenarios'])}  map {', '.join(s['maps'])}  "
         f"{s['resolution'][0]}x{s['resolution'][1]}  frame_skip {s['frame_skip']} ({s['fps']:.1f} frames/s)",
         f"episodes    {s['episodes']}  (length mean {s['episode_length']['mean']:.0f}, "
-        f"min {s['episode_length']['min']}, max {s['episode_length']['max']}; mean return {s['return_mean']:.1f})",
+        f"min {s['episode_length']['min']}, max {s['episode_length']['max']}; "
+        f"mean return {s['return_mean']:.1f})",
         f"frames      {s['frames']:,}  ({s['hours'] * 60:.1f} min of play)",
         f"on disk     {s['bytes'] / 1e6:.1f} MB, {s['bytes_per_frame'] / 1e3:.1f} KB/frame",
         f"policies    {', '.join(f'{k} x{v}' for k, v in s['policies'].items())}",
         "actions (share of steps per value):",
     ]
     turns = s["action_contract"]["turn_degrees_per_tic"]
-    labels = {"move": ["none", "fwd", "back"], "strafe": ["none", "left", "right"],
-              "turn": [f"{t:+g}" for t in turns], "attack": ["no", "yes"], "use": ["no", "yes"]}
+    labels = {
+        "move": ["none", "fwd", "back"],
+        "strafe": ["none", "left", "right"],
+        "turn": [f"{t:+g}" for t in turns],
+        "attack": ["no", "yes"],
+        "use": ["no", "yes"],
+    }
     for field, h in s["action_histogram"].items():
         total = max(sum(h), 1)
         names = labels.get(field, [str(i) for i in range(len(h))])

@@ -40,7 +40,9 @@ def read_video(path: str | Path) -> np.ndarray:
         return np.stack([np.asarray(f) for f in reader])
 
 
-def contact_sheet(frames: np.ndarray, count: int = 8, cols: int = 4, scale: int = 2, gap: int = 2) -> np.ndarray:
+def contact_sheet(
+    frames: np.ndarray, count: int = 8, cols: int = 4, scale: int = 2, gap: int = 2
+) -> np.ndarray:
     """`count` evenly spaced frames of (T, H, W, 3) in a grid, (rows*H', cols*W', 3) uint8."""
     idx = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
     tiles = [upscale(frames[i], scale) for i in idx]

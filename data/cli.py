@@ -37,9 +37,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     ep = ds.load(args.episode)
     if str(args.out).lower().endswith(".png"):
         write_png(contact_sheet(ep.frames, count=args.tiles, scale=args.scale), args.out)
-        print(
-            f"wrote {min(args.tiles, len(ep))} of {len(ep)} frames of {ds.episodes[args.episode].path} to {args.out}"
-        )
+        shown = min(args.tiles, len(ep))
+        print(f"wrote {shown} of {len(ep)} frames of {ds.episodes[args.episode].path} to {args.out}")
         return 0
     n = write_video(ep.frames, args.out, fps=ds.manifest.fps, scale=args.scale)
     print(f"wrote {n} frames ({n / ds.manifest.fps:.1f} s) of {ds.episodes[args.episode].path} to {args.out}")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from agent.env import DoomEnv, EnvConfig
 from agent.policies import env_needs, make_policy
 from data.dataset import Manifest, ShardWriter, default_recorder
-from data.episode import Episode
+from data.episode import EpisodeRecorder
 
 REPORT_EVERY = 64  # steps between progress messages from a worker
 
@@ -49,11 +49,16 @@ class CollectStats:
     frames: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # summed over workers: frames per CPU-second holds up on a busy machine
     shards: list = field(default_factory=list)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
+
+    @property
+    def fps_per_cpu(self) -> float:
+        return self.frames / self.cpu_seconds if self.cpu_seconds else 0.0
 
     @property
     def bytes_per_frame(self) -> float:
@@ -65,26 +70,27 @@ def policy_tag(policy: str) -> str:
 
 
 def play_episode(
-    env: DoomEnv, policy, seed: tuple[int, int], max_steps: int, record: bool, on_steps=None
-) -> Episode | int:
-    """Play one episode; returns the Episode (or only its length when not recording)."""
+    env: DoomEnv,
+    policy,
+    seed: tuple[int, int],
+    max_steps: int,
+    recorder: EpisodeRecorder | None = None,
+    on_steps=None,
+) -> tuple[int, str]:
+    """Play one episode, streaming it into `recorder` if given; returns (steps, how it ended)."""
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
     policy.reset(rng)
-    frames, actions, rewards, dones, variables = [], [], [], [], []
     end, t = "max_steps", 0
     while True:
         action = policy.act(obs, info)
-        if record:  # VizDoom returns fresh arrays each step: keep them without copying
-            frames.append(info["frame"])
-            variables.append(info["variables"])
-            actions.append(np.array(action))
+        if recorder is not None:
+            recorder.add(info["frame"], action, info["variables"])
         obs, reward, terminated, truncated, info = env.step(action)
         t += 1
         finished = terminated or truncated or (max_steps and t >= max_steps)
-        if record:
-            rewards.append(reward)
-            dones.append(bool(finished))
+        if recorder is not None:
+            recorder.set_outcome(reward, finished)
         if on_steps and t % REPORT_EVERY == 0:
             on_steps(REPORT_EVERY)
         if finished:
@@ -92,17 +98,24 @@ def play_episode(
             break
     if on_steps:
         on_steps(t % REPORT_EVERY)
-    if not record:
-        return t
-    return Episode(
-        frames=np.stack(frames),
-        actions=np.stack(actions).astype(np.int64),
-        rewards=np.asarray(rewards, np.float32),
-        dones=np.asarray(dones, bool),
-        variables=np.stack(variables),
-        action_spec=env.spec_actions,
-        meta={"policy": policy.name, "seed": list(seed), "end": end},
-    )
+    return t, end
+
+
+def cpu_seconds_with_children() -> float:
+    """CPU time of this process plus its live children (VizDoom runs its engine as a child process)."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    except OSError:
+        return total
+    for pid in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: str, messages) -> None:
@@ -126,6 +139,9 @@ def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: s
         )
         env = DoomEnv(env_cfg)
         writer = None
+        cpu_start = (
+            cpu_seconds_with_children()
+        )  # after imports and game start: the cost of playing and recording
         if cfg.record:
             manifest = Manifest(
                 scenario=cfg.scenario,
@@ -138,14 +154,16 @@ def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: s
                 ),
             )
             writer = ShardWriter(shard, manifest)
+        recorder = EpisodeRecorder(env.spec_actions) if writer else None
         for i in episode_ids:
-            result = play_episode(env, policy, (cfg.seed, i), cfg.max_steps, cfg.record, on_steps=report)
+            steps, end = play_episode(env, policy, (cfg.seed, i), cfg.max_steps, recorder, on_steps=report)
             if writer is None:
-                messages.put(("episode", result, 0))
+                messages.put(("episode", steps, 0))
             else:
                 before = writer.bytes_written
-                writer.write(result)
-                messages.put(("episode", len(result), writer.bytes_written - before))
+                writer.write_recording(recorder, {"policy": policy.name, "seed": [cfg.seed, i], "end": end})
+                messages.put(("episode", steps, writer.bytes_written - before))
+        messages.put(("cpu", cpu_seconds_with_children() - cpu_start))
         env.close()
     except BaseException:  # noqa: BLE001 (reported to the parent, which decides)
         messages.put(("error", worker_id, traceback.format_exc()))
@@ -184,7 +202,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
     for p in procs:
         p.start()
     try:
-        while stats.episodes < cfg.episodes and not errors:
+        finished = 0
+        while finished < workers and not errors:
             try:
                 msg = messages.get(timeout=0.5)
             except queue_lib.Empty:
@@ -201,6 +220,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
                 stats.frames += msg[1]
                 stats.bytes += msg[2]
                 bar.update(1)
+            elif msg[0] == "cpu":
+                stats.cpu_seconds += msg[1]
+                finished += 1
             elif msg[0] == "error":
                 errors.append(f"worker {msg[1]} failed:\n{msg[2]}")
     except KeyboardInterrupt:
@@ -228,7 +250,8 @@ def summary_line(stats: CollectStats, cfg: CollectConfig) -> str:
     size = f", {stats.bytes / 1e6:.1f} MB, {stats.bytes_per_frame / 1e3:.1f} KB/frame" if cfg.record else ""
     return (
         f"collected {stats.episodes} episodes, {stats.frames:,} frames in {stats.seconds:.1f} s: "
-        f"{stats.fps:.0f} frames/s with {cfg.workers} workers{size}{where}"
+        f"{stats.fps:.0f} frames/s with {max(1, min(cfg.workers, cfg.episodes))} workers "
+        f"({stats.fps_per_cpu:.0f} frames per worker CPU-second){size}{where}"
     )
 
 

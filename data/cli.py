@@ -61,4 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, default=2, help="integer upscale factor")
     p.set_defaults(func=cmd_view)
     p = data.add_parser("coverage", help="top-down picture of the positions a dataset visits")
-    p.set_defaults(func=not_built("data coverage"))
+    from data.coverage import add_arguments as add_coverage_arguments
+
+    add_coverage_arguments(p)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
-from data.episode import EPISODE_SUFFIX, Episode, EpisodeError, read_episode, write_episode
+from data.episode import EPISODE_SUFFIX, Episode, EpisodeError, EpisodeRecorder, read_episode, write_episode
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -120,17 +120,30 @@ class ShardWriter:
         self.bytes_written = 0
         self.frames_written = 0
 
-    def write(self, episode: Episode) -> Path:
-        episode.action_spec.check_compatible(self.manifest.action_contract, str(self.folder))
-        h, w = episode.frames.shape[1:3]
+    def _next(self, spec: ActionSpec, frame_shape: tuple[int, ...]) -> Path:
+        spec.check_compatible(self.manifest.action_contract, str(self.folder))
+        h, w = frame_shape[:2]
         if (w, h) != tuple(self.manifest.resolution):
             raise DatasetError(
-                f"{self.folder}: episode frames are {w}x{h}, manifest says {self.manifest.resolution}"
+                f"{self.folder}: episode frames are {w}x{h}, manifest says {tuple(self.manifest.resolution)}"
             )
         path = self.folder / f"ep_{self.next_index:06d}{EPISODE_SUFFIX}"
+        self.next_index += 1
+        return path
+
+    def write(self, episode: Episode) -> Path:
+        """Write an in-memory episode as the shard's next file."""
+        path = self._next(episode.action_spec, episode.frames.shape[1:])
         self.bytes_written += write_episode(path, episode)
         self.frames_written += len(episode)
-        self.next_index += 1
+        return path
+
+    def write_recording(self, recorder: EpisodeRecorder, meta: dict) -> Path:
+        """Write what a streaming recorder holds as the shard's next file (and empty the recorder)."""
+        frames = len(recorder)
+        path = self._next(recorder.action_spec, recorder.frame_shape or (0, 0))
+        self.bytes_written += recorder.write(path, meta)
+        self.frames_written += frames
         return path
 
 

@@ -133,3 +133,26 @@ def test_killed_writer_leaves_no_partial_episode(tmp_path, rng):
     assert len(Dataset(tmp_path)) == 1  # temp names are never episodes
     ShardWriter(tmp_path / "s", manifest())  # a new writer on the shard clears them
     assert not stale.exists()
+
+
+def test_streaming_recorder_writes_the_same_episode(tmp_path, rng):
+    from data.episode import EpisodeRecorder
+
+    ep = make_episode(rng, steps=9)
+    rec = EpisodeRecorder()
+    for t in range(len(ep)):
+        rec.add(ep.frames[t], ep.actions[t], ep.variables[t])
+        rec.set_outcome(ep.rewards[t], ep.dones[t])
+    w = ShardWriter(tmp_path / "s", manifest())
+    path = w.write_recording(rec, {"policy": "test"})
+    assert len(rec) == 0  # emptied, ready for the next episode
+    back = read_episode(path)
+    for name in ("frames", "actions", "rewards", "dones", "variables"):
+        assert np.array_equal(getattr(back, name), getattr(ep, name)), name
+    with pytest.raises(EpisodeError, match="frame 1"):
+        rec.add(ep.frames[0], ep.actions[0], ep.variables[0])
+        rec.add(ep.frames[0][:, :10], ep.actions[0], ep.variables[0])
+    with pytest.raises(DatasetError, match="manifest says"):
+        other = EpisodeRecorder()
+        other.add(np.zeros((10, 10, 3), np.uint8), ep.actions[0], ep.variables[0])
+        w.write_recording(other, {})

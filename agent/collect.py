@@ -139,9 +139,9 @@ def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: s
         )
         env = DoomEnv(env_cfg)
         writer = None
-        cpu_start = (
-            cpu_seconds_with_children()
-        )  # after imports and game start: the cost of playing and recording
+        # From here on: the cost of playing and recording, not of imports and the engine's start.
+        cpu_start = cpu_seconds_with_children()
+        messages.put(("ready", worker_id))
         if cfg.record:
             manifest = Manifest(
                 scenario=cfg.scenario,
@@ -202,7 +202,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
     for p in procs:
         p.start()
     try:
-        finished = 0
+        finished = ready = 0
         while finished < workers and not errors:
             try:
                 msg = messages.get(timeout=0.5)
@@ -210,7 +210,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
                 if not any(p.is_alive() for p in procs):
                     break
                 continue
-            if msg[0] == "steps":
+            if msg[0] == "ready":
+                ready += 1
+                if ready == workers:  # time the play, not process start-up
+                    start = time.perf_counter()
+            elif msg[0] == "steps":
                 steps += msg[1]
                 bar.set_postfix(
                     frames=steps, fps=f"{steps / (time.perf_counter() - start):.0f}", refresh=False

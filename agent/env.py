@@ -287,6 +287,3 @@ class DoomEnv(gym.Env):
 
 def make_env(scenario: str = "e1m1", **kwargs) -> DoomEnv:
     return DoomEnv(EnvConfig(scenario=scenario, **kwargs))
-
-
-os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

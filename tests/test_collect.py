@@ -128,3 +128,10 @@ def test_killed_collector_leaves_only_complete_episodes(tmp_path):
     ds = Dataset(out)
     eps = [ep for _, ep in ds.iter_episodes(strict=True)]  # every visible episode is complete
     assert len(eps) == len(ds) >= 3 and all(len(ep) == 60 for ep in eps)
+
+
+def test_bench_command_measures_three_modes(capsys):
+    assert main(["agent", "bench", "--scenario", "basic", "--frames", "400", "--workers", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert all(result[k] > 0 for k in ("raw_fps", "play_fps", "record_fps", "bytes_per_frame"))
+    assert -1 < result["recorder_cost"] < 1

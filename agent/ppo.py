@@ -1,0 +1,560 @@
+"""PPO agent (stable-baselines3) that explores and fights, recording every episode it plays while it learns.
+
+As in GameNGen (Valevski et al. 2024), the data is the agent's whole training run, clumsy to skilled.
+Per env the wrappers stack, bottom up:
+
+    DoomEnv -> TimeLimit? -> RecordEpisodes? -> ShapedRewardWrapper -> HoldAction -> Monitor
+
+The recorder sits right on the engine, so it sees every frame and the action actually executed, and
+every file is exactly one episode: SB3's auto-reset happens above it, so no recorded transition
+crosses an episode boundary.
+
+A saved policy is SB3's zip plus `dreamdoom.json` (this config, the action contract, the step count).
+Loading reads only JSON and tensors (`weights_only=True`), never SB3's pickled fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.policies import ActorCriticCnnPolicy
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecTransposeImage
+from tqdm import tqdm
+
+from agent.env import DoomEnv, EnvConfig
+from agent.reward import TERMS, RewardConfig, ShapedRewardWrapper
+from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
+from data.dataset import Manifest, ShardWriter, default_recorder
+from data.episode import VARIABLES, EpisodeRecorder
+
+POLICY_NAME = "policy.zip"
+META_NAME = "dreamdoom.json"  # our entry inside the SB3 zip
+CHECKPOINT_DIR = "checkpoints"
+
+
+class PolicyError(ValueError):
+    """A saved policy is missing, unreadable or of another action contract; the message names the file."""
+
+
+@dataclass
+class PPOConfig:
+    """One PPO training run: the game it plays, how actions are held, and SB3's hyperparameters."""
+
+    scenario: str = "e1m1"
+    steps: int = 300_000  # agent decisions over all envs (SB3 timesteps); recorded frames = steps * hold
+    envs: int = 8
+    seed: int = 0
+    frame_skip: int = 2  # tics per env step (= per recorded frame)
+    resolution: tuple[int, int] = (160, 120)
+    obs_size: tuple[int, int] = (80, 60)  # (width, height) the policy sees
+    skill: int = 3
+    max_episode_steps: int = 0  # env steps; 0: the scenario's own timeout
+    hold: int = 2  # env steps each decision drives: 2 x frame_skip 2 = 4 tics, GameNGen's action repeat
+    sticky: float = 0.25  # chance the previous decision is kept instead of the new one (Machado et al. 2018)
+    n_steps: int = 128  # decisions per env per rollout
+    batch_size: int = 256
+    n_epochs: int = 4
+    learning_rate: float = 2.5e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.1
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    features_dim: int = 256  # NatureCNN output width
+    checkpoint_every: int = 50_000  # steps between checkpoints/policy_<steps>.zip
+    threads: int = 2  # torch CPU threads
+    device: str = "auto"  # torch device of training: auto (CUDA when there is one) | cpu | cuda
+    vec: str = "dummy"  # dummy (one process) | subproc (one process per env)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(
+            scenario=self.scenario,
+            resolution=tuple(self.resolution),
+            obs_size=tuple(self.obs_size),
+            frame_skip=self.frame_skip,
+            skill=self.skill,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> PPOConfig:
+        d = dict(d)
+        try:
+            reward = RewardConfig(**d.pop("reward", {}))
+            for key in ("resolution", "obs_size"):
+                if key in d:
+                    d[key] = tuple(d[key])
+            return cls(**d, reward=reward)
+        except TypeError as e:  # a field this version does not know
+            raise PolicyError(f"{where}: config does not fit this version of PPOConfig ({e})") from e
+
+
+# -- wrappers ------------------------------------------------------------------------------------------
+
+
+class HoldAction(gym.Wrapper):
+    """Each decision drives `hold` env steps; with probability `sticky` the previous decision is executed
+    instead of the new one. Both make the data look like human play (held keys, not per-frame jitter)."""
+
+    def __init__(self, env: gym.Env, hold: int, sticky: float, seed: int):
+        super().__init__(env)
+        if hold < 1 or not 0.0 <= sticky < 1.0:
+            raise ValueError(f"hold must be >= 1 and sticky in [0, 1), got hold={hold}, sticky={sticky}")
+        self.hold, self.sticky = hold, sticky
+        self.rng = np.random.default_rng(seed)
+        self.previous: np.ndarray | None = None
+
+    def reset(self, **kwargs):
+        self.previous = None
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        if self.previous is not None and self.rng.random() < self.sticky:
+            action = self.previous
+        self.previous = np.asarray(action).copy()
+        total = 0.0
+        for _ in range(self.hold):
+            obs, reward, terminated, truncated, info = self.env.step(self.previous)
+            total += reward
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
+
+
+class RecordEpisodes(gym.Wrapper):
+    """Streams every step of the wrapped engine into a compressing EpisodeRecorder and writes each finished
+    episode to a ShardWriter, tagged with the training step and policy version set by `set_training_tag`."""
+
+    def __init__(self, env: gym.Env, writer: ShardWriter, env_index: int):
+        super().__init__(env)
+        self.writer, self.env_index = writer, env_index
+        self.recording = EpisodeRecorder(env.unwrapped.spec_actions)
+        self.tag = {"training_step": 0, "policy_version": 0}
+        self.episodes_written = 0
+        self._info: dict = {}
+        self._start_tag: dict = {}
+
+    def set_training_tag(self, training_step: int, policy_version: int) -> None:
+        self.tag = {"training_step": int(training_step), "policy_version": int(policy_version)}
+
+    def reset(self, **kwargs):
+        if len(self.recording):  # cut from above (never by SB3, which resets only after an episode ends)
+            self._write("cut")
+        obs, self._info = self.env.reset(**kwargs)
+        self._start_tag = dict(self.tag)
+        return obs, self._info
+
+    def step(self, action):
+        self.recording.add(self._info["frame"], action, self._info["variables"])  # what was seen, then done
+        obs, reward, terminated, truncated, self._info = self.env.step(action)
+        self.recording.set_outcome(reward, terminated or truncated)
+        if terminated or truncated:
+            self._write("terminated" if terminated else "truncated")
+        return obs, reward, terminated, truncated, self._info
+
+    def finish(self) -> int:
+        """Write the episode in progress (training stopped in it), marked as cut; returns episodes written."""
+        if len(self.recording) > 1:
+            self._write("cut")
+        return self.episodes_written
+
+    def _write(self, end: str) -> None:
+        self.recording.set_outcome(self.recording.rewards[-1], True)
+        meta = {
+            "policy": "ppo",
+            "env": self.env_index,
+            "end": end,
+            "training_step_start": self._start_tag.get("training_step", 0),
+            "policy_version_start": self._start_tag.get("policy_version", 0),
+            **self.tag,
+        }
+        self.writer.write_recording(self.recording, meta)
+        self.episodes_written += 1
+
+
+def make_env(cfg: PPOConfig, index: int, record_dir: str | None, shard_name: str):
+    """A thunk building env `index` with the wrapper stack of this module (picklable for SubprocVecEnv)."""
+
+    def build() -> gym.Env:
+        torch.set_num_threads(1)  # in a subprocess the env needs no torch threads
+        env_cfg = cfg.env_config()
+        env: gym.Env = DoomEnv(env_cfg)
+        if cfg.max_episode_steps:
+            env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
+        if record_dir:
+            manifest = Manifest(
+                scenario=cfg.scenario,
+                map=env_cfg.resolved_map(),
+                resolution=tuple(cfg.resolution),
+                frame_skip=cfg.frame_skip,
+                action_contract=env_cfg.action_spec.to_dict(),
+                recorder=default_recorder(
+                    "ppo", source="agent train", env=index, hold=cfg.hold, sticky=cfg.sticky, skill=cfg.skill
+                ),
+            )
+            env = RecordEpisodes(
+                env, ShardWriter(Path(record_dir) / f"{shard_name}-e{index:02d}", manifest), index
+            )
+        env = ShapedRewardWrapper(env, cfg.reward)
+        env = HoldAction(env, cfg.hold, cfg.sticky, seed=cfg.seed * 1000 + index)
+        return Monitor(env)
+
+    return build
+
+
+# -- saving and loading --------------------------------------------------------------------------------
+
+
+def save_policy(model: PPO, path: Path, cfg: PPOConfig, policy_version: int) -> None:
+    """SB3's zip plus our JSON, written under a temp name and renamed (a kill leaves the old file)."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.zip")
+    model.save(tmp)
+    meta = {
+        "config": cfg.to_dict(),
+        "action_contract": DEFAULT_ACTIONS.to_dict(),
+        "num_timesteps": int(model.num_timesteps),
+        "policy_version": int(policy_version),
+    }
+    with zipfile.ZipFile(tmp, "a") as z:
+        z.writestr(META_NAME, json.dumps(meta, indent=2))
+    os.replace(tmp, path)
+
+
+def read_meta(path: str | Path, action_spec: ActionSpec = DEFAULT_ACTIONS) -> dict:
+    """Our JSON from a saved policy, with the action contract checked."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            meta = json.loads(z.read(META_NAME))
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: no such policy file") from None
+    except KeyError:
+        raise PolicyError(
+            f"{path}: no {META_NAME} inside; not a policy saved by `dreamdoom agent train`"
+        ) from None
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise PolicyError(f"{path}: unreadable policy file ({e})") from e
+    try:
+        action_spec.check_compatible(meta["action_contract"], str(path))
+    except (ActionContractError, KeyError) as e:
+        raise PolicyError(f"{path}: {e}") from e
+    return meta
+
+
+def build_policy(cfg: PPOConfig, action_spec: ActionSpec = DEFAULT_ACTIONS) -> ActorCriticCnnPolicy:
+    w, h = cfg.obs_size
+    obs_space = gym.spaces.Box(0, 255, (3, h, w), np.uint8)  # channels first, as VecTransposeImage gives
+    return ActorCriticCnnPolicy(
+        obs_space,
+        action_spec.gym_space(),
+        lr_schedule=lambda _: 0.0,
+        features_extractor_kwargs={"features_dim": cfg.features_dim},
+    )
+
+
+class PPOPolicy:
+    """A trained policy behind the collector's Policy face: stochastic, holding decisions as in training."""
+
+    name = "ppo"
+
+    def __init__(self, policy: ActorCriticCnnPolicy, cfg: PPOConfig, source: str):
+        self.policy, self.cfg, self.source = policy.eval(), cfg, source
+        self.rng = np.random.default_rng(0)
+        self.action: np.ndarray | None = None
+        self.t = 0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng, self.action, self.t = rng, None, 0
+
+    def probabilities(self, obs: np.ndarray) -> list[np.ndarray]:
+        """Per action field, the policy's probabilities of each value for one (H, W, 3) observation."""
+        w, h = self.cfg.obs_size
+        if obs.shape != (h, w, 3):
+            raise ValueError(f"{self.source}: trained on observations of {(h, w, 3)}, got {obs.shape}")
+        x = torch.as_tensor(np.ascontiguousarray(obs.transpose(2, 0, 1)))[None]  # (1, 3, H, W) uint8
+        with torch.no_grad():
+            dist = self.policy.get_distribution(x.to(self.policy.device))
+        return [d.probs[0].double().cpu().numpy() for d in dist.distribution]
+
+    def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
+        if self.t % self.cfg.hold == 0:
+            if self.action is None or self.rng.random() >= self.cfg.sticky:
+                self.action = np.array(
+                    [self.rng.choice(len(p), p=p / p.sum()) for p in self.probabilities(obs)], np.int64
+                )
+        self.t += 1
+        return self.action
+
+
+def load_policy(path: str | Path, action_spec: ActionSpec = DEFAULT_ACTIONS) -> PPOPolicy:
+    """A trained policy from `policy.zip` (or a run folder holding one), on CPU with one torch thread."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / POLICY_NAME
+    meta = read_meta(path, action_spec)
+    cfg = PPOConfig.from_dict(meta["config"], str(path))
+    torch.set_num_threads(1)  # one thread per collector process: N workers share the cores
+    policy = build_policy(cfg, action_spec)
+    try:
+        _, params, _ = load_from_zip_file(
+            path, device="cpu", load_data=False
+        )  # tensors only, weights_only=True
+        policy.load_state_dict(params["policy"])
+    except (KeyError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
+        raise PolicyError(f"{path}: policy weights missing or do not fit the saved config ({e})") from e
+    return PPOPolicy(policy, cfg, str(path))
+
+
+# -- training ------------------------------------------------------------------------------------------
+
+
+class TrainCallback(BaseCallback):
+    """Progress bar, per-term reward and coverage logs, recorder tags and periodic checkpoints."""
+
+    def __init__(self, cfg: PPOConfig, run_dir: Path, progress: bool):
+        super().__init__()
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.bar: tqdm | None = None
+        self.episodes: list[dict] = []  # per finished episode since the last log
+        self.all_episodes = 0
+        self.next_checkpoint = 0
+        self.start_time = 0.0
+        self.start_steps = 0
+
+    @property
+    def policy_version(self) -> int:
+        """PPO updates so far: one per rollout."""
+        return self.model.num_timesteps // (self.cfg.n_steps * self.cfg.envs)
+
+    def _on_training_start(self) -> None:
+        self.start_time, self.start_steps = time.perf_counter(), self.model.num_timesteps
+        every = self.cfg.checkpoint_every
+        self.next_checkpoint = (self.model.num_timesteps // every + 1) * every if every else 0
+        self.bar = tqdm(
+            total=self.cfg.steps,
+            initial=self.model.num_timesteps,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.progress,
+            desc=f"ppo {self.cfg.scenario}",
+        )
+
+    def _on_rollout_start(self) -> None:
+        if self.training_env.has_attr("set_training_tag"):
+            self.training_env.env_method("set_training_tag", self.model.num_timesteps, self.policy_version)
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            if "episode_terms" in info:
+                v = info["variables"]
+                self.episodes.append(
+                    {
+                        **info["episode_terms"],
+                        "return": info["episode"]["r"],
+                        "length": info["episode"]["l"],
+                        "game_return": info["episode_game_return"],
+                        "cells": info["cells_visited"],
+                        "kills": v[VARIABLES.index("KILLCOUNT")],
+                        "items": v[VARIABLES.index("ITEMCOUNT")],
+                    }
+                )
+        self.bar.update(self.training_env.num_envs)
+        if self.next_checkpoint and self.model.num_timesteps >= self.next_checkpoint:
+            folder = self.run_dir / CHECKPOINT_DIR
+            folder.mkdir(exist_ok=True)
+            save_policy(
+                self.model,
+                folder / f"policy_{self.model.num_timesteps:09d}.zip",
+                self.cfg,
+                self.policy_version,
+            )
+            save_policy(self.model, self.run_dir / POLICY_NAME, self.cfg, self.policy_version)
+            self.next_checkpoint += self.cfg.checkpoint_every
+        return True
+
+    def _on_rollout_end(self) -> None:
+        sps = (self.model.num_timesteps - self.start_steps) / max(1e-9, time.perf_counter() - self.start_time)
+        self.logger.record("charts/steps_per_second", sps)
+        self.logger.record("charts/frames_per_second", sps * self.cfg.hold)
+        if self.episodes:
+            mean = {k: float(np.mean([e[k] for e in self.episodes])) for k in self.episodes[0]}
+            for term in TERMS:
+                self.logger.record(f"reward/{term}", mean[term])
+            for k in ("game_return", "cells", "kills", "items"):
+                self.logger.record(f"charts/{k}", mean[k])
+            self.all_episodes += len(self.episodes)
+            self.bar.set_postfix(
+                ret=f"{mean['return']:.2f}",
+                cells=f"{mean['cells']:.0f}",
+                eps=self.all_episodes,
+                sps=f"{sps:.0f}",
+                refresh=False,
+            )
+            self.episodes = []
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+def make_model(cfg: PPOConfig, venv, run_dir: Path) -> PPO:
+    return PPO(
+        "CnnPolicy",
+        venv,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        vf_coef=cfg.vf_coef,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        device=cfg.device,
+        policy_kwargs={"features_extractor_kwargs": {"features_dim": cfg.features_dim}},
+        tensorboard_log=str(run_dir / "tb"),
+        verbose=0,
+    )
+
+
+def train(
+    cfg: PPOConfig,
+    run_dir: str | Path,
+    record_dir: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) PPO; saves run_dir/policy.zip and returns a summary with the throughput."""
+    run_dir = Path(run_dir)
+    policy_path = run_dir / POLICY_NAME
+    cfg.env_config().scenario_spec()  # fail fast on a bad scenario name
+    if cfg.vec not in ("dummy", "subproc"):
+        raise ValueError(f"--vec must be dummy or subproc, got {cfg.vec!r}")
+    if policy_path.exists() and not resume:
+        raise FileExistsError(
+            f"{policy_path} exists: pass --resume to continue that run, or choose another --out"
+        )
+    meta = None
+    if resume:
+        if not policy_path.exists():
+            raise PolicyError(f"{policy_path}: nothing to resume (no such policy file)")
+        meta = read_meta(policy_path)
+        saved = PPOConfig.from_dict(meta["config"], str(policy_path))
+        saved.steps, saved.threads, saved.vec, saved.device = (
+            cfg.steps,
+            cfg.threads,
+            cfg.vec,
+            cfg.device,
+        )  # may change between sessions
+        cfg = saved
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    print("ppo config:", json.dumps(cfg.to_dict()), file=sys.stderr)
+    torch.set_num_threads(cfg.threads)
+
+    shard_name = f"ppo-{run_dir.name}-s{cfg.seed}"
+    thunks = [make_env(cfg, i, record_dir, shard_name) for i in range(cfg.envs)]
+    venv = SubprocVecEnv(thunks, start_method="spawn") if cfg.vec == "subproc" else DummyVecEnv(thunks)
+    venv = VecTransposeImage(venv)
+    model = make_model(cfg, venv, run_dir)
+    if meta is not None:
+        model.set_parameters(str(policy_path), exact_match=True)  # tensors only (weights_only=True)
+        model.num_timesteps = int(meta["num_timesteps"])
+    done_before = model.num_timesteps
+    callback = TrainCallback(cfg, run_dir, progress)
+    start = time.perf_counter()
+    try:
+        if cfg.steps > done_before:
+            model.learn(
+                cfg.steps - done_before,
+                callback=callback,
+                reset_num_timesteps=meta is None,
+                tb_log_name="ppo",
+            )
+    finally:
+        seconds = time.perf_counter() - start
+        save_policy(model, policy_path, cfg, model.num_timesteps // (cfg.n_steps * cfg.envs))
+        recorded = sum(venv.env_method("finish")) if record_dir else 0
+        venv.close()
+    steps = model.num_timesteps - done_before
+    summary = {
+        "steps": int(model.num_timesteps),
+        "steps_this_run": int(steps),
+        "seconds": round(seconds, 1),
+        "steps_per_second": round(steps / seconds, 1) if seconds else 0.0,
+        "frames_per_second": round(steps * cfg.hold / seconds, 1) if seconds else 0.0,
+        "recording": bool(record_dir),
+        "episodes_recorded": int(recorded),
+        "envs": cfg.envs,
+        "threads": cfg.threads,
+        "vec": cfg.vec,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate(
+    policy, env_cfg: EnvConfig, episodes: int, seed: int = 0, reward: RewardConfig | None = None
+) -> dict:
+    """Mean scenario return, shaped return and grid cells over `episodes` episodes of any Policy."""
+    env = ShapedRewardWrapper(DoomEnv(env_cfg), reward)
+    game, shaped, cells = [], [], []
+    try:
+        for i in range(episodes):
+            rng = np.random.default_rng((seed, i))
+            obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
+            policy.reset(rng)
+            total, done = 0.0, False
+            while not done:
+                obs, r, terminated, truncated, info = env.step(policy.act(obs, info))
+                total += r
+                done = terminated or truncated
+            game.append(info["episode_game_return"])
+            shaped.append(total)
+            cells.append(info["cells_visited"])
+    finally:
+        env.close()
+    return {
+        "game_return": float(np.mean(game)),
+        "shaped_return": float(np.mean(shaped)),
+        "cells": float(np.mean(cells)),
+        "episodes": episodes,
+    }
+
+
+def main(cfg: PPOConfig, run_dir: str, record_dir: str | None, resume: bool, progress: bool = True) -> int:
+    try:
+        summary = train(cfg, run_dir, record_dir, resume, progress)
+    except (FileExistsError, PolicyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rec = (
+        f", recording {summary['episodes_recorded']} episodes to {record_dir}"
+        if record_dir
+        else ", not recording"
+    )
+    print(
+        f"trained to step {summary['steps']:,} ({summary['steps_this_run']:,} this run) "
+        f"in {summary['seconds']:.0f} s: "
+        f"{summary['steps_per_second']:.0f} agent steps/s, {summary['frames_per_second']:.0f} env frames/s "
+        f"with {summary['envs']} envs{rec}; policy -> {Path(run_dir) / POLICY_NAME}"
+    )
+    return 0

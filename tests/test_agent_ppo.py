@@ -10,7 +10,6 @@ from agent.env import make_env
 from agent.policies import RandomPolicy, make_policy
 from agent.ppo import (
     META_NAME,
-    HoldAction,
     PolicyError,
     PPOConfig,
     PPOPolicy,
@@ -19,6 +18,7 @@ from agent.ppo import (
     read_meta,
     train,
 )
+from agent.wrappers import HoldAction
 from data.actions import ActionSpec
 from data.dataset import Dataset
 from data.info import summarize

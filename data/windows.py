@@ -1,0 +1,63 @@
+"""Training windows over a cached latent store: (next latent, K past latents, K+1 actions).
+
+Target frame n of an episode is predicted from frames n-K..n-1 (padded by repeating the episode's
+first frame) and the actions a[n-K-1..n-1]: for each context frame the action that led into it,
+then the current action a[n-1] (the one taken at frame n-1). Actions before the episode's start
+are noop. This is exactly what WorldModelEnv.reset/step build, so training and play agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class LatentWindows(torch.utils.data.Dataset):
+    """All windows whose target lies in the selected episodes; `sample` draws a batch without a DataLoader."""
+
+    def __init__(
+        self,
+        latents: torch.Tensor,
+        actions: torch.Tensor,
+        starts: torch.Tensor,
+        lengths: torch.Tensor,
+        episodes: torch.Tensor | np.ndarray,
+        context_len: int,
+        noop: np.ndarray,
+    ):
+        # latents (N, C, h, w); actions (N, fields); starts/lengths (E,); episodes: indices of episodes to use
+        self.latents, self.actions, self.k = latents, actions, context_len
+        self.noop = torch.as_tensor(noop, dtype=torch.long)
+        targets, first = [], []
+        for e in torch.as_tensor(episodes, dtype=torch.long).tolist():
+            s, n = int(starts[e]), int(lengths[e])
+            if n >= 2:
+                targets.append(torch.arange(s + 1, s + n))
+                first.append(torch.full((n - 1,), s))
+        if not targets:
+            raise ValueError("no training windows: every selected episode has fewer than 2 frames")
+        self.targets = torch.cat(targets)  # (M,) index of each window's target frame
+        self.first = torch.cat(first)  # (M,) index of its episode's first frame
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def gather(self, which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Windows `which` (B,) -> target (B, C, h, w), context (B, K, C, h, w), actions (B, K+1, fields)."""
+        n, s = self.targets[which], self.first[which]  # (B,)
+        ctx_idx = torch.maximum(n[:, None] + torch.arange(-self.k, 0), s[:, None])  # (B, K)
+        act_idx = n[:, None] + torch.arange(-self.k - 1, 0)  # (B, K+1)
+        valid = act_idx >= s[:, None]
+        actions = torch.where(
+            valid[..., None], self.actions[act_idx.clamp_min(0)], self.noop
+        )  # (B, K+1, fields)
+        return self.latents[n].float(), self.latents[ctx_idx].float(), actions
+
+    def sample(
+        self, batch: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.gather(torch.randint(len(self), (batch,), generator=generator))
+
+    def __getitem__(self, i: int):
+        target, context, actions = self.gather(torch.tensor([i]))
+        return target[0], context[0], actions[0]

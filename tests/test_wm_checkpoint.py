@@ -1,0 +1,141 @@
+"""Checkpoints and WorldModelEnv: round trips, clear errors, the env's contract."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data.actions import DEFAULT_ACTIONS, ActionSpec
+from world_model.checkpoint import (
+    CheckpointError,
+    check_data_fits,
+    load_world_model,
+    make_untrained_checkpoint,
+    save_world_model,
+)
+from world_model.env import WorldModelEnv
+
+RES = (32, 24)
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    return make_untrained_checkpoint(tmp_path / "ckpt", preset="tiny", resolution=RES, frame_skip=2, seed=0)
+
+
+def frames(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, RES[1], RES[0], 3), dtype=np.uint8)
+
+
+def randomize(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def test_untrained_checkpoint_drives_the_env(ckpt):
+    env = WorldModelEnv.from_checkpoint(ckpt)
+    assert env.action_spec == DEFAULT_ACTIONS
+    assert env.frame_skip == 2 and env.resolution == RES and env.context_len == 2
+    start = frames(5)
+    assert np.array_equal(env.reset(start), start[-1])
+    for steps in (1, 2, 3, 4):
+        env.sampling_steps = steps
+        out = env.step(DEFAULT_ACTIONS.make(move=1, turn=6))
+        assert out.shape == (RES[1], RES[0], 3) and out.dtype == np.uint8
+        assert set(env.last_timing) == {"dit_ms", "decode_ms", "total_ms"}
+        assert env.last_timing["total_ms"] >= env.last_timing["dit_ms"] > 0
+    env.reset(start[:1], actions=np.stack([DEFAULT_ACTIONS.make(attack=1)]))  # fewer than K: padded
+    env.step(DEFAULT_ACTIONS.noop())
+
+
+def test_env_rejects_bad_input(ckpt):
+    env = WorldModelEnv.from_checkpoint(ckpt)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(DEFAULT_ACTIONS.noop())
+    with pytest.raises(ValueError, match="frames"):
+        env.reset(np.zeros((2, 10, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match="actions"):
+        env.reset(frames(3), actions=np.zeros((2, 5), np.int64))
+    env.reset(frames(3))
+    with pytest.raises(ValueError, match="out of range"):
+        env.step(np.array([0, 0, 9, 0, 0]))
+    with pytest.raises(ValueError, match="sampling_steps"):
+        env.sampling_steps = 0
+
+
+def test_env_context_rolls_and_is_deterministic_per_seed(ckpt):
+    ck = load_world_model(ckpt)
+    randomize(ck.dit, 1)
+    outs = []
+    for _ in range(2):
+        env = WorldModelEnv(ck, seed=3)
+        env.reset(frames(4))
+        outs.append(np.stack([env.step(DEFAULT_ACTIONS.make(move=1)) for _ in range(4)]))
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_save_load_round_trip_gives_identical_outputs(ckpt, tmp_path):
+    ck = load_world_model(ckpt)
+    randomize(ck.dit, 2)
+    randomize(ck.ae.decoder, 3)
+    save_world_model(
+        tmp_path / "again",
+        ck.ae,
+        ck.dit,
+        ck.dit,
+        ck.diffusion,
+        ck.train,
+        ck.action_spec,
+        ck.resolution,
+        ck.frame_skip,
+        step=7,
+    )
+    back = load_world_model(tmp_path / "again")
+    assert back.step == 7
+    a, b = WorldModelEnv(ck, seed=0), WorldModelEnv(back, seed=0)
+    start = frames(3, seed=1)
+    a.reset(start)
+    b.reset(start)
+    for _ in range(3):
+        action = DEFAULT_ACTIONS.make(turn=1)
+        assert np.array_equal(a.step(action), b.step(action))
+
+
+def test_bad_checkpoints_give_clear_errors(ckpt, tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_world_model(tmp_path / "missing")
+    cfg_path = ckpt / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+
+    cfg_path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable checkpoint config"):
+        load_world_model(ckpt)
+
+    other = dict(cfg, action_contract=ActionSpec(turn_degrees_per_tic=(-5.0, 0.0, 5.0)).to_dict())
+    cfg_path.write_text(json.dumps(other))
+    with pytest.raises(CheckpointError, match="action contract mismatch"):
+        load_world_model(ckpt)
+
+    bigger = dict(cfg, dit={**cfg["dit"], "hidden": 64})
+    cfg_path.write_text(json.dumps(bigger))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_world_model(ckpt)
+
+    cfg_path.write_text(json.dumps(cfg))
+    (ckpt / "dit_ema.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        load_world_model(ckpt)
+
+
+def test_checkpoint_must_fit_the_data(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    check_data_fits(cfg, RES, 2, DEFAULT_ACTIONS, "x")
+    with pytest.raises(CheckpointError, match="resolution"):
+        check_data_fits(cfg, (160, 120), 2, DEFAULT_ACTIONS, "x")
+    with pytest.raises(CheckpointError, match="frame_skip"):
+        check_data_fits(cfg, RES, 4, DEFAULT_ACTIONS, "x")
+    with pytest.raises(CheckpointError, match="action contract"):
+        check_data_fits(cfg, RES, 2, ActionSpec(turn_degrees_per_tic=(-5.0, 0.0, 5.0)), "x")

@@ -1,0 +1,193 @@
+"""Training, resume, DDP, evaluation and the `dreamdoom wm` commands: tiny budgets, real VizDoom data."""
+
+import hashlib
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from agent.collect import CollectConfig, collect
+from play.cli import main
+from world_model.checkpoint import CheckpointError, load_world_model, make_untrained_checkpoint
+from world_model.train import TrainArgs, train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wm_data") / "data"
+    collect(
+        CollectConfig(out=str(out), scenario="basic", policy="random", episodes=3, workers=1, max_steps=24),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def ae(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("wm_ae") / "ae"
+    assert (
+        main(
+            [
+                "wm",
+                "train-ae",
+                "--data",
+                str(dataset),
+                "--preset",
+                "tiny",
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--decoder-steps",
+                "2",
+                "--every",
+                "4",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def tiny_args(dataset, ae, out, **kw) -> TrainArgs:
+    return TrainArgs(data=str(dataset), ae=str(ae), out=str(out), preset="tiny", **kw)
+
+
+def test_commands_end_to_end(dataset, ae, tmp_path, capsys):
+    assert json.loads((ae / "config.json").read_text())["summary"]["heldout_psnr"] > 0
+    cache = tmp_path / "latents.safetensors"
+    assert main(["wm", "encode", "--data", str(dataset), "--ae", str(ae), "--out", str(cache)]) == 0
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "wm",
+                "train",
+                "--data",
+                str(dataset),
+                "--ae",
+                str(ae),
+                "--preset",
+                "tiny",
+                "--out",
+                str(run),
+                "--steps",
+                "6",
+                "--ckpt-every",
+                "3",
+                "--cache",
+                str(cache),
+            ]
+        )
+        == 0
+    )
+    assert load_world_model(run / "ckpt").step == 6
+    assert any((run / "tb").iterdir())
+    report_dir = tmp_path / "report"
+    assert (
+        main(
+            [
+                "wm",
+                "eval",
+                "--ckpt",
+                str(run / "ckpt"),
+                "--data",
+                str(dataset),
+                "--out",
+                str(report_dir),
+                "--transitions",
+                "8",
+                "--rollouts",
+                "2",
+                "--horizon",
+                "10",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["rollout"]["horizon"] == 10 and set(report["rollout"]["psnr"]) == {"1", "8", "10"}
+    for key in ("psnr", "ssim", "copy_last_psnr", "copy_last_ssim", "autoencoder_psnr"):
+        assert report["teacher_forced"][key] == report["teacher_forced"][key]  # not NaN
+    assert "delta_db" in report["action_swap"]
+    assert (report_dir / "side_by_side.mp4").stat().st_size > 0 and (report_dir / "side_by_side.png").exists()
+    capsys.readouterr()
+    assert (
+        main(["wm", "bench", "--ckpt", str(run / "ckpt"), "--steps", "1,2", "--frames", "3", "--json"]) == 0
+    )
+    bench = json.loads(capsys.readouterr().out)
+    assert [s["sampling_steps"] for s in bench["settings"]] == [1, 2]
+    assert all(s["fps"] > 0 and s["p99_ms"] >= s["median_ms"] for s in bench["settings"])
+
+
+def test_resume_continues_step_count_optimizer_and_ema(dataset, ae, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_args(dataset, ae, out, steps=4, ckpt_every=100))
+    saved_ema = load_file(str(out / "ckpt" / "dit_ema.safetensors"))
+    same = train(tiny_args(dataset, ae, out, steps=4, resume=True))  # nothing left to do: state as loaded
+    for name, value in same["ema"].state_dict().items():
+        assert torch.equal(value, saved_ema[name])
+    raw = load_file(str(out / "ckpt" / "dit.safetensors"))
+    assert any(not torch.equal(raw[n], saved_ema[n]) for n in raw)  # the EMA is its own thing
+    train(tiny_args(dataset, ae, out, steps=8, resume=True))
+    ck = load_world_model(out / "ckpt")
+    assert ck.step == 8
+    opt = torch.load(out / "ckpt" / "optimizer.pt", weights_only=True)
+    assert {int(s["step"]) for s in opt["state"].values()} == {8}
+
+
+def test_resume_without_checkpoint_and_mismatched_data_are_clear_errors(dataset, ae, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
+        train(tiny_args(dataset, ae, tmp_path / "none", steps=2, resume=True))
+    other = make_untrained_checkpoint(tmp_path / "small", preset="tiny", resolution=(32, 24))
+    with pytest.raises(CheckpointError, match="resolution"):
+        main(["wm", "eval", "--ckpt", str(other), "--data", str(dataset), "--out", str(tmp_path / "r")])
+    with pytest.raises(CheckpointError, match="'autoencoder' checkpoint, expected 'world_model'"):
+        load_world_model(ae)
+
+
+def _ddp_worker(rank: int, world: int, port: int, dataset: str, ae: str, out: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    result = train(
+        TrainArgs(
+            data=dataset,
+            ae=ae,
+            out=out,
+            preset="tiny",
+            steps=3,
+            device="cpu",
+            cache=os.path.join(out, "latents.safetensors"),
+        )
+    )
+    digest = hashlib.sha256()
+    for p in result["model"].parameters():
+        digest.update(p.detach().numpy().tobytes())
+    with open(os.path.join(out, f"rank{rank}.sha"), "w") as f:
+        f.write(digest.hexdigest())
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_keep_weights_equal(dataset, ae, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    out.mkdir()
+    mp.start_processes(
+        _ddp_worker, args=(2, port, str(dataset), str(ae), str(out)), nprocs=2, start_method="spawn"
+    )
+    hashes = {(out / f"rank{r}.sha").read_text() for r in range(2)}
+    assert len(hashes) == 1
+    ck = load_world_model(out / "ckpt")
+    assert ck.step == 3 and ck.config["samples_seen"] == 3 * ck.train.batch_size * 2

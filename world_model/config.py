@@ -1,0 +1,162 @@
+"""Configs of the world model's parts, and the preset registry (tiny for tests, cpu, gpu).
+
+Every config is saved in each checkpoint's config.json and read back from there, so a checkpoint
+describes itself; presets only choose the starting values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class AEConfig:
+    """Convolutional autoencoder: one stride-2 stage between consecutive entries of `channels`."""
+
+    channels: tuple[int, ...] = (8, 16, 32, 64)  # width at full resolution, then after each 2x downsampling
+    latent_channels: int = 8  # channels of the latent grid
+    latent_noise: float = (
+        0.1  # std of noise added to (scaled) latents in training: the decoder learns to forgive
+    )
+    steps: int = 3000  # training steps of the first stage (encoder + decoder)
+    decoder_steps: int = 1000  # decoder-only fine-tuning steps on pixel MSE (GameNGen, sec. 3.3.2)
+    batch_size: int = 32
+    crop: int = 32  # train on random crops of this size (0: whole frames)
+    lr: float = 1e-3
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass
+class DiTConfig:
+    """Action-conditioned DiT over latent grids (Peebles & Xie 2023, adaLN-Zero)."""
+
+    latent_channels: int = 8
+    latent_size: tuple[int, int] = (15, 20)  # (h, w) of the latent grid
+    context_len: int = 4  # K past frames
+    patch_size: int = 2
+    hidden: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    action_sizes: tuple[int, ...] = (3, 3, 7, 2, 2)  # values per action field (from the action contract)
+    noise_buckets: int = (
+        10  # context-noise levels the model is told about; bucket `noise_buckets` = context dropped
+    )
+
+
+@dataclass
+class DiffusionConfig:
+    """v-prediction, cosine schedule, few-step DDIM, CFG on the past frames, context noise augmentation."""
+
+    sampling_steps: int = 2  # default DDIM steps at play time
+    context_noise_max: float = 0.7  # GameNGen sec. 3.2.1: noise up to 0.7 on the context in training
+    context_noise: bool = True  # False: the ablation without context noise augmentation
+    # Diffuse the change from the last context latent instead of the latent itself: a model that
+    # predicts zero copies the last frame, so learning starts from that baseline rather than from noise.
+    residual: bool = True
+    sample_context_bucket: int = 1  # bucket of the small noise level applied to the context when sampling
+    context_drop_prob: float = 0.1  # context replaced by zeros with this probability (for CFG)
+    guidance: float = 1.0  # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)
+
+
+@dataclass
+class TrainConfig:
+    """DiT training loop."""
+
+    steps: int = 20000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    ckpt_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    heldout_fraction: float = 0.1
+
+
+@dataclass
+class Preset:
+    ae: AEConfig
+    dit: DiTConfig
+    diffusion: DiffusionConfig
+    train: TrainConfig
+
+
+PRESETS: dict[str, Preset] = {
+    # Tests: seconds on a CPU, any resolution divisible by 8.
+    "tiny": Preset(
+        ae=AEConfig(
+            channels=(4, 8, 8, 8), latent_channels=4, steps=20, decoder_steps=5, batch_size=4, crop=16
+        ),
+        dit=DiTConfig(
+            latent_channels=4, context_len=2, patch_size=1, hidden=32, depth=2, heads=2, mlp_ratio=2.0
+        ),
+        diffusion=DiffusionConfig(),
+        train=TrainConfig(
+            steps=20, batch_size=8, lr=1e-3, warmup=0, ema_decay=0.9, ckpt_every=10, log_every=5
+        ),
+    ),
+    # Trains in about an hour and plays in real time on 2 CPU cores (measured with `dreamdoom wm bench`).
+    "cpu": Preset(
+        ae=AEConfig(),
+        dit=DiTConfig(context_len=4, patch_size=2, hidden=128, depth=4, heads=4),
+        diffusion=DiffusionConfig(),
+        train=TrainConfig(lr=8e-4, ema_decay=0.998),
+    ),
+    # 160x120 at >= 35 frames/s with 4 steps on one datacenter GPU: 300 tokens of width 512, 12 blocks.
+    "gpu": Preset(
+        ae=AEConfig(channels=(32, 64, 128, 256), steps=20000, decoder_steps=5000, batch_size=64, crop=64),
+        dit=DiTConfig(context_len=16, patch_size=1, hidden=512, depth=12, heads=8),
+        diffusion=DiffusionConfig(sampling_steps=4),
+        train=TrainConfig(
+            steps=200000, batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9999, ckpt_every=5000
+        ),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"--preset {name!r}: unknown, choose one of {sorted(PRESETS)}")
+    p = PRESETS[name]
+    # Copies, so callers can edit fields without touching the registry.
+    return Preset(*(type(c)(**asdict(c)) for c in (p.ae, p.dit, p.diffusion, p.train)))
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+def from_dict(cls, d: dict, where: str):
+    """Rebuild a config dataclass from JSON; unknown or missing keys are a clear error."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown {cls.__name__} fields {sorted(unknown)}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where}: bad {cls.__name__}: {e}") from e
+
+
+__all__ = [
+    "AEConfig",
+    "DiTConfig",
+    "DiffusionConfig",
+    "TrainConfig",
+    "Preset",
+    "PRESETS",
+    "get_preset",
+    "to_dict",
+    "from_dict",
+]

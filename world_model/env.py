@@ -1,0 +1,145 @@
+"""WorldModelEnv: the learned game behind a reset/step face like the real env's.
+
+It holds the rolling context: the latents of the last K frames and, for each, the action that led
+into it. `step(action)` samples the next latent with few-step DDIM, decodes it, and rolls the
+context forward. Buffers are preallocated; a step allocates nothing that grows.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.actions import DEFAULT_ACTIONS, ActionSpec
+from world_model.autoencoder import to_tensor, to_uint8
+from world_model.checkpoint import WorldModelCheckpoint, load_world_model
+from world_model.diffusion import ddim_sample
+
+MAX_SAMPLING_STEPS = 64
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; full precision on CPU (where bf16 matmuls are slower, not faster)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+class WorldModelEnv:
+    """reset(frames, actions) -> last frame; step(action) -> predicted next frame; uint8 (H, W, 3)."""
+
+    def __init__(self, ckpt: WorldModelCheckpoint, device: str | torch.device = "cpu", seed: int = 0):
+        self.device = torch.device(device)
+        self.ckpt = ckpt
+        self.ae = ckpt.ae.to(self.device).eval()
+        self.dit = ckpt.dit.to(self.device).eval()
+        self.action_spec: ActionSpec = ckpt.action_spec
+        self.frame_skip: int = ckpt.frame_skip
+        self.resolution: tuple[int, int] = ckpt.resolution
+        self.context_len: int = ckpt.dit_cfg.context_len
+        self.diffusion = ckpt.diffusion
+        self._steps = ckpt.diffusion.sampling_steps
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        k, c, (h, w) = self.context_len, ckpt.dit_cfg.latent_channels, ckpt.dit_cfg.latent_size
+        self._ctx = torch.zeros((1, k, c, h, w), device=self.device)  # latents of the last K frames
+        self._ctx_next = torch.zeros_like(self._ctx)
+        self._actions = torch.zeros(
+            (1, k + 1, self.action_spec.num_fields), dtype=torch.long, device=self.device
+        )
+        self._ready = False
+        self.last_timing: dict[str, float] = {"dit_ms": 0.0, "decode_ms": 0.0, "total_ms": 0.0}
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", seed: int = 0
+    ) -> WorldModelEnv:
+        """Load a checkpoint folder; its action contract must be this code's (DEFAULT_ACTIONS)."""
+        return cls(load_world_model(path, device, expected_spec=DEFAULT_ACTIONS), device, seed)
+
+    @property
+    def sampling_steps(self) -> int:
+        return self._steps
+
+    @sampling_steps.setter
+    def sampling_steps(self, n: int) -> None:
+        if not 1 <= int(n) <= MAX_SAMPLING_STEPS:
+            raise ValueError(f"sampling_steps must be in 1..{MAX_SAMPLING_STEPS}, got {n}")
+        self._steps = int(n)
+
+    def _check_frames(self, frames: np.ndarray) -> np.ndarray:
+        frames = np.asarray(frames)
+        w, h = self.resolution
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[1:] != (h, w, 3) or frames.dtype != np.uint8 or len(frames) == 0:
+            raise ValueError(
+                f"reset: frames must be uint8 (N>=1, {h}, {w}, 3), got {frames.dtype} {frames.shape}"
+            )
+        return frames
+
+    @torch.inference_mode()
+    def reset(self, frames: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+        """Start from real frames (N, H, W, 3) and the actions taken at them (N, fields) or None (noop).
+
+        The last K frames become the context, fewer are padded by repeating the first.
+        Returns the last frame."""
+        frames = self._check_frames(frames)
+        n, k = len(frames), self.context_len
+        noop = self.action_spec.noop()
+        if actions is None:
+            actions = np.tile(noop, (n, 1))
+        actions = np.asarray(actions)
+        if actions.shape != (n, self.action_spec.num_fields):
+            raise ValueError(
+                f"reset: actions must be ({n}, {self.action_spec.num_fields}), got {actions.shape}"
+            )
+        self.action_spec.validate(actions, "reset actions")
+        idx = np.arange(n - k, n)  # frame index of each context slot; < 0 means padding
+        ctx_frames = frames[np.clip(idx, 0, None)]
+        # The action that led into frame i is the one taken at frame i - 1; padding and frame 0 get noop.
+        led_in = np.stack([actions[i - 1] if i >= 1 else noop for i in idx])  # (K, fields)
+        with autocast_for(self.device):
+            z = self.ae.encode(to_tensor(ctx_frames, self.device))  # (K, C, h, w)
+        self._ctx[0].copy_(z.float())
+        self._actions[0, :k].copy_(torch.from_numpy(led_in))
+        self._ready = True
+        return frames[-1].copy()
+
+    @torch.inference_mode()
+    def step(self, action: np.ndarray) -> np.ndarray:
+        """Predict the frame that follows `action` (fields,) from the current context."""
+        if not self._ready:
+            raise RuntimeError("step() before reset(): give the env a start context first")
+        action = np.asarray(action)
+        self.action_spec.validate(action[None], "step action")
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        k = self.context_len
+        self._actions[0, k].copy_(torch.from_numpy(action.astype(np.int64)))
+        with autocast_for(self.device):
+            z = ddim_sample(
+                self.dit,
+                self._ctx,
+                self._actions,
+                self._steps,
+                self.diffusion,
+                self.dit.cfg.noise_buckets,
+                generator=self.generator,
+            )  # (1, C, h, w)
+            sync()
+            t1 = time.perf_counter()
+            frame = to_uint8(self.ae.decode(z))[0]  # (H, W, 3)
+        t2 = time.perf_counter()
+        # Roll the context: drop the oldest latent, append the new one; the current action now led into it.
+        self._ctx_next[:, :-1].copy_(self._ctx[:, 1:])
+        self._ctx_next[:, -1].copy_(z.float())
+        self._ctx, self._ctx_next = self._ctx_next, self._ctx
+        self._actions[0, :k].copy_(self._actions[0, 1:].clone())
+        self.last_timing = {
+            "dit_ms": (t1 - t0) * 1e3,
+            "decode_ms": (t2 - t1) * 1e3,
+            "total_ms": (t2 - t0) * 1e3,
+        }
+        return frame

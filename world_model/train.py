@@ -1,0 +1,257 @@
+"""`dreamdoom wm train`: one flat loop training the DiT on cached latents.
+
+AdamW, EMA, grad clipping, bf16 autocast on CUDA, optional torch.compile, tensorboard scalars,
+tqdm, a checkpoint every N steps and --resume, DDP when started under torchrun (gloo on CPU,
+nccl on CUDA). Rank 0 encodes the latent cache if it is missing, logs and saves.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from data.dataset import Dataset
+from data.windows import LatentWindows
+from world_model.checkpoint import (
+    CheckpointError,
+    check_data_fits,
+    dit_config_for,
+    load_autoencoder,
+    load_optimizer_state,
+    load_world_model,
+    save_world_model,
+)
+from world_model.config import get_preset, to_dict
+from world_model.diffusion import training_loss
+from world_model.dit import DiT
+from world_model.env import autocast_for
+from world_model.latents import LatentCache, LatentCacheError, encode_dataset
+
+
+@dataclass
+class TrainArgs:
+    """What `dreamdoom wm train` was asked; None keeps the preset's value."""
+
+    data: str  # dataset folder
+    ae: str  # autoencoder folder
+    out: str  # run folder: ckpt/, tb/, latents.safetensors
+    preset: str = "cpu"
+    resume: bool = False  # continue from out/ckpt: weights, EMA, optimizer and step count
+    steps: int | None = None  # total optimizer steps
+    minutes: float | None = None  # wall-time budget; the run saves and stops when it is spent
+    batch_size: int | None = None  # per process
+    lr: float | None = None
+    ckpt_every: int | None = None
+    context_noise: bool = True  # False: the ablation without context noise augmentation
+    cache: str | None = None  # latent cache file (default: out/latents.safetensors)
+    compile: bool = False
+    device: str | None = None
+    seed: int = 0
+
+
+def _dist_setup(device: str | None) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return rank, world, dev
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - decay)
+
+
+def train(args: TrainArgs) -> dict:
+    rank, world, device = _dist_setup(args.device)
+    main = rank == 0
+    out = Path(args.out)
+    ckpt_dir = out / "ckpt"
+    preset = get_preset(args.preset)
+    tcfg, diffusion = preset.train, preset.diffusion
+    for name in ("steps", "batch_size", "lr", "ckpt_every"):
+        if getattr(args, name) is not None:
+            setattr(tcfg, name, getattr(args, name))
+    diffusion.context_noise = args.context_noise
+
+    ds = Dataset(args.data)
+    ae, ae_config = load_autoencoder(args.ae, device)
+    check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
+    cache_path = Path(args.cache) if args.cache else out / "latents.safetensors"
+    if main and not cache_path.exists():
+        encode_dataset(ae, ds, cache_path, tcfg.heldout_fraction, ae_path=str(args.ae))
+    if world > 1:
+        dist.barrier()
+    cache = LatentCache.load(cache_path)
+    if cache.resolution != tuple(ds.manifest.resolution) or cache.frame_skip != ds.manifest.frame_skip:
+        raise LatentCacheError(
+            f"{cache_path}: cache is {cache.resolution} at frame_skip {cache.frame_skip}, the data "
+            f"is {ds.manifest.resolution} at {ds.manifest.frame_skip}; delete it to re-encode"
+        )
+    ds.action_spec.check_compatible(cache.action_spec, str(cache_path))
+
+    step, seconds_before = 0, 0.0
+    if args.resume:
+        if not (ckpt_dir / "config.json").exists():
+            raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
+        ck = load_world_model(ckpt_dir, "cpu", weights="dit", expected_spec=ds.action_spec)
+        check_data_fits(
+            ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(ckpt_dir)
+        )
+        dit, dit_cfg, step = ck.dit.train(), ck.dit_cfg, ck.step
+        diffusion = ck.diffusion
+        ema = load_world_model(ckpt_dir, "cpu", weights="dit_ema", expected_spec=ds.action_spec).dit
+        seconds_before = float(ck.config.get("train_seconds", 0.0))
+    else:
+        dit_cfg = dit_config_for(preset.dit, ae, ds.manifest.resolution, ds.action_spec)
+        torch.manual_seed(args.seed)
+        dit = DiT(dit_cfg)
+        ema = copy.deepcopy(dit)
+    if tuple(cache.latent_shape) != (dit_cfg.latent_channels, *dit_cfg.latent_size):
+        raise LatentCacheError(
+            f"{cache_path}: latents are {tuple(cache.latent_shape)}, the model expects "
+            f"{(dit_cfg.latent_channels, *dit_cfg.latent_size)}; delete the cache to re-encode"
+        )
+    dit, ema = dit.to(device).train(), ema.to(device).eval().requires_grad_(False)
+    if main:
+        print(f"DiT config: {to_dict(dit_cfg)}\ndiffusion: {to_dict(diffusion)}\ntrain: {to_dict(tcfg)}")
+        print(
+            f"DiT parameters: {sum(p.numel() for p in dit.parameters()) / 1e6:.2f} M; "
+            f"world size {world}; device {device}"
+        )
+
+    train_eps = torch.nonzero(~cache.heldout).flatten()
+    windows = LatentWindows(
+        cache.latents,
+        cache.actions,
+        cache.starts,
+        cache.lengths,
+        train_eps,
+        dit_cfg.context_len,
+        ds.action_spec.noop(),
+    )
+    if main:
+        print(
+            f"{len(windows):,} training windows from {len(train_eps)} episodes "
+            f"({int(cache.heldout.sum())} held out)"
+        )
+
+    model = dit
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            dit, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    forward = torch.compile(model) if args.compile else model
+    opt = torch.optim.AdamW(dit.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(0.9, 0.99))
+    if args.resume:
+        opt.load_state_dict(load_optimizer_state(ckpt_dir))
+
+    def lr_at(s: int) -> float:
+        return tcfg.lr * min(1.0, (s + 1) / tcfg.warmup) if tcfg.warmup else tcfg.lr
+
+    # Every (seed, rank, start step) draws its own batches and noise: resumed runs do not repeat old draws.
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + rank * 7919 + step)
+    noise_gen = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + rank * 7919 + step + 1)
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+
+    def save() -> None:
+        if main:
+            save_world_model(
+                ckpt_dir,
+                ae,
+                dit,
+                ema,
+                diffusion,
+                tcfg,
+                ds.action_spec,
+                ds.manifest.resolution,
+                ds.manifest.frame_skip,
+                step,
+                opt,
+                extra_config={
+                    "train_seconds": seconds_before + time.time() - t0,
+                    "samples_seen": step * tcfg.batch_size * world,
+                    "dataset": str(args.data),
+                    "autoencoder_source": str(args.ae),
+                },
+            )
+
+    t0 = time.time()
+    start_step, last_loss = step, float("nan")
+    bar = tqdm(total=tcfg.steps, initial=step, desc="wm train", disable=not main, mininterval=2.0)
+    loss_sum, loss_n, t_log = 0.0, 0, time.time()
+    while step < tcfg.steps:
+        if args.minutes is not None and time.time() - t0 > args.minutes * 60:
+            if main:
+                print(f"time budget of {args.minutes} min spent at step {step}")
+            break
+        target, context, actions = (
+            x.to(device, non_blocking=True) for x in windows.sample(tcfg.batch_size, gen)
+        )
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with autocast_for(device):
+            loss = training_loss(
+                forward, target, context, actions, diffusion, dit_cfg.noise_buckets, noise_gen
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), tcfg.grad_clip)
+        opt.step()
+        _ema_update(ema, dit, tcfg.ema_decay)
+        step += 1
+        last_loss = loss.item()
+        loss_sum, loss_n = loss_sum + last_loss, loss_n + 1
+        bar.update(1)
+        if main and step % tcfg.log_every == 0:
+            rate = loss_n * tcfg.batch_size * world / (time.time() - t_log)
+            writer.add_scalar("losses/train", loss_sum / loss_n, step)
+            writer.add_scalar("losses/grad_norm", float(grad_norm), step)
+            writer.add_scalar("charts/lr", lr_at(step), step)
+            writer.add_scalar("charts/samples_per_s", rate, step)
+            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", samples_s=f"{rate:.0f}", refresh=False)
+            loss_sum, loss_n, t_log = 0.0, 0, time.time()
+        if step % tcfg.ckpt_every == 0:
+            save()
+    bar.close()
+    save()
+    seconds = time.time() - t0
+    samples = (step - start_step) * tcfg.batch_size * world
+    summary = {
+        "step": step,
+        "seconds": seconds,
+        "samples": samples,
+        "samples_per_s": samples / max(seconds, 1e-9),
+        "final_loss": last_loss,
+        "checkpoint": str(ckpt_dir),
+    }
+    if main:
+        writer.close()
+        print(
+            f"trained {step - start_step} steps ({samples:,} samples) in {seconds:.0f} s: "
+            f"{summary['samples_per_s']:.1f} samples/s; checkpoint {ckpt_dir}"
+        )
+    if world > 1:
+        dist.barrier()
+    summary["model"] = dit
+    summary["ema"] = ema
+    return summary

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from data.cli import not_built
+from play import pipeline
+
+# The user's own choice of SDL video driver, read before anything else can change the environment.
+_USER_VIDEO_DRIVER = os.environ.get("SDL_VIDEODRIVER")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("play", help="play the generated game in a window (or headless to a video)")
-    p.add_argument("--ckpt", help="world-model checkpoint folder (default: the one shipped in the repo)")
-    p.set_defaults(func=not_built("play"))
-    p = sub.add_parser("pipeline", help="collect -> agent -> autoencoder -> DiT -> eval, resumable")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=not_built("pipeline"))
+    from play.app import add_play_arguments, cmd_play
+
+    p = sub.add_parser(
+        "play",
+        help="play the generated game in a window (or headless to a video)",
+        description="Play the learned game: keyboard W/S/A/D (arrows), mouse or arrow keys to "
+        "turn, click or Ctrl to fire, E or Space to use. H HUD, R reset, [ ] denoising steps, "
+        "P pause, M mirror (the real engine beside the dream), F5 record, F12 screenshot, "
+        "Esc quit.",
+    )
+    add_play_arguments(p)
+    p.set_defaults(func=lambda args: cmd_play(args, _USER_VIDEO_DRIVER))
+    pipeline.register(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

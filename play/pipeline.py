@@ -1,0 +1,262 @@
+"""`dreamdoom pipeline`: collect -> agent -> autoencoder -> DiT -> eval, one command, resumable.
+
+Each stage is an ordinary `dreamdoom` command run in this process; a stage that finished is recorded
+in OUT/stages.json and skipped when the pipeline runs again. An interrupted stage is redone from
+scratch, except the two long trainings (agent, DiT), which resume from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class PipelineConfig:
+    """How much of everything a pipeline preset makes."""
+
+    wm_preset: str  # world-model preset: tiny | cpu | gpu
+    scenario: str = "e1m1"
+    scripted_episodes: int = 40  # scripted explorer episodes
+    random_episodes: int = 10  # random-policy episodes
+    episode_steps: int = 1000  # cap on collected episode length (frames)
+    agent_steps: int = 300_000  # PPO agent steps, every episode recorded (0: no agent)
+    agent_envs: int = 8
+    agent_episodes: int = 20  # episodes of the trained agent collected after training
+    ae_steps: int | None = None  # None: the world-model preset's
+    dit_steps: int | None = None
+    workers: int = 2
+    eval_rollouts: int = 8
+    eval_horizon: int = 96
+
+
+PIPELINES: dict[str, PipelineConfig] = {
+    # End to end in a couple of minutes on 2 CPU cores: checks that every stage fits the next.
+    "tiny": PipelineConfig(
+        wm_preset="tiny",
+        scripted_episodes=3,
+        random_episodes=1,
+        episode_steps=80,
+        agent_steps=512,
+        agent_envs=2,
+        agent_episodes=1,
+        ae_steps=20,
+        dit_steps=20,
+        eval_rollouts=1,
+        eval_horizon=16,
+    ),
+    # The CPU model: a few hours on 2 cores, most of it DiT training.
+    "cpu": PipelineConfig(wm_preset="cpu"),
+    # The GPU model: more data and steps; run the collection on a machine with many cores.
+    "gpu": PipelineConfig(
+        wm_preset="gpu",
+        scripted_episodes=400,
+        random_episodes=100,
+        episode_steps=2000,
+        agent_steps=2_000_000,
+        agent_envs=16,
+        agent_episodes=200,
+        workers=16,
+    ),
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]
+    output: Path
+    resumable: bool = False  # re-run with --resume instead of starting over
+
+
+def stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
+    data = out / "data"
+    collect = [
+        "collect",
+        "--scenario",
+        cfg.scenario,
+        "--workers",
+        str(cfg.workers),
+        "--max-steps",
+        str(cfg.episode_steps),
+    ]
+    plan = [
+        Stage(
+            "collect-scripted",
+            [
+                *collect,
+                "--policy",
+                "scripted",
+                "--episodes",
+                str(cfg.scripted_episodes),
+                "--seed",
+                "1",
+                "--out",
+                str(data / "scripted"),
+            ],
+            data / "scripted",
+        ),
+        Stage(
+            "collect-random",
+            [
+                *collect,
+                "--policy",
+                "random",
+                "--episodes",
+                str(cfg.random_episodes),
+                "--seed",
+                "2",
+                "--out",
+                str(data / "random"),
+            ],
+            data / "random",
+        ),
+    ]
+    if cfg.agent_steps:
+        plan += [
+            Stage(
+                "agent-train",
+                [
+                    "agent",
+                    "train",
+                    "--scenario",
+                    cfg.scenario,
+                    "--steps",
+                    str(cfg.agent_steps),
+                    "--envs",
+                    str(cfg.agent_envs),
+                    "--max-episode-steps",
+                    str(cfg.episode_steps),
+                    "--out",
+                    str(out / "agent"),
+                    "--record",
+                    str(data / "agent-training"),
+                ],
+                out / "agent",
+                resumable=True,
+            ),
+            Stage(
+                "collect-agent",
+                [
+                    *collect,
+                    "--policy",
+                    str(out / "agent" / "policy.zip"),
+                    "--episodes",
+                    str(cfg.agent_episodes),
+                    "--seed",
+                    "3",
+                    "--out",
+                    str(data / "agent"),
+                ],
+                data / "agent",
+            ),
+        ]
+    ae = ["wm", "train-ae", "--data", str(data), "--preset", cfg.wm_preset, "--out", str(out / "ae")]
+    dit = [
+        "wm",
+        "train",
+        "--data",
+        str(data),
+        "--ae",
+        str(out / "ae"),
+        "--preset",
+        cfg.wm_preset,
+        "--out",
+        str(out / "dit"),
+    ]
+    plan += [
+        Stage("train-ae", ae + (["--steps", str(cfg.ae_steps)] if cfg.ae_steps else []), out / "ae"),
+        Stage(
+            "train-dit",
+            dit + (["--steps", str(cfg.dit_steps)] if cfg.dit_steps else []),
+            out / "dit",
+            resumable=True,
+        ),
+        Stage(
+            "eval",
+            [
+                "wm",
+                "eval",
+                "--ckpt",
+                str(out / "dit" / "ckpt"),
+                "--data",
+                str(data),
+                "--rollouts",
+                str(cfg.eval_rollouts),
+                "--horizon",
+                str(cfg.eval_horizon),
+                "--out",
+                str(out / "eval"),
+            ],
+            out / "eval",
+        ),
+    ]
+    return plan
+
+
+def run(preset: str, out: Path, only: list[str] | None = None) -> int:
+    from play.cli import main as dreamdoom
+
+    if preset not in PIPELINES:
+        print(f"--preset {preset!r}: unknown, choose one of {sorted(PIPELINES)}", file=sys.stderr)
+        return 2
+    cfg = PIPELINES[preset]
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "stages.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {"preset": preset, "config": asdict(cfg)}
+    if log.get("preset") != preset:
+        print(
+            f"{out}: was made with preset {log.get('preset')!r}; use another --out for {preset!r}",
+            file=sys.stderr,
+        )
+        return 2
+    done = log.setdefault("done", {})
+    plan = stages(cfg, out)
+    start = time.perf_counter()
+    for i, stage in enumerate(plan, 1):
+        header = f"[{i}/{len(plan)}] {stage.name}"
+        if stage.name in done:
+            print(f"{header}: done earlier ({done[stage.name]['seconds']:.0f} s), skipped", flush=True)
+            continue
+        if only and stage.name not in only:
+            print(f"{header}: not asked for, skipped", flush=True)
+            continue
+        argv = list(stage.argv)
+        if stage.output.exists():
+            if stage.resumable:
+                argv.append("--resume")
+            else:  # what an interrupted stage left is incomplete: start it over
+                shutil.rmtree(stage.output)
+        print(f"{header}: dreamdoom {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        rc = dreamdoom(argv)
+        if rc:
+            print(
+                f"{header} failed (exit {rc}); fix it and run the same command again: finished stages are "
+                "skipped",
+                file=sys.stderr,
+            )
+            return rc
+        done[stage.name] = {"seconds": time.perf_counter() - t0, "argv": argv}
+        log_path.write_text(json.dumps(log, indent=2))
+    total = sum(d["seconds"] for d in done.values())
+    this_run = time.perf_counter() - start
+    print(f"pipeline {preset} complete in {this_run:.0f} s this run ({total:.0f} s over all runs)")
+    report = out / "eval" / "report.json"
+    if report.exists():
+        print(f"eval report: {report}")
+    print(f"play it: dreamdoom play --ckpt {out / 'dit' / 'ckpt'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="collect -> agent -> autoencoder -> DiT -> eval, resumable")
+    p.add_argument("--preset", default="tiny", choices=sorted(PIPELINES), help="how much of everything")
+    p.add_argument("--out", required=True, help="folder for data, runs, checkpoint and report")
+    p.add_argument("--only", nargs="*", help="run only these stages (by name)")
+    p.set_defaults(func=lambda args: run(args.preset, Path(args.out), args.only))

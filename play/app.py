@@ -185,6 +185,9 @@ def _run_bench(args: argparse.Namespace, session) -> int:
     return 0
 
 
+DEMO_FRAMES = 600  # 34 s of play at 17.5 frames/s
+
+
 def cmd_play(args: argparse.Namespace, user_video_driver: str | None = None) -> int:
     import pygame
 
@@ -194,6 +197,17 @@ def cmd_play(args: argparse.Namespace, user_video_driver: str | None = None) -> 
     from world_model.checkpoint import CheckpointError
 
     has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux") and not has_display and user_video_driver is None:
+        if not (args.headless or args.bench):  # nothing to show a window on: make a demo video instead
+            args.headless, args.mirror, args.hud = True, True, True
+            args.frames = args.frames or DEMO_FRAMES
+            args.inputs = args.inputs or str(EXAMPLE_INPUTS)
+            args.out = args.out or "demo.mp4"
+            print(
+                f"dreamdoom play: no display found, so playing {args.frames} frames of {args.inputs} "
+                f"headless (the dream beside the real engine, with the HUD) into {args.out}",
+                file=sys.stderr,
+            )
     if args.headless or (args.bench and user_video_driver is None and not has_display):
         os.environ["SDL_VIDEODRIVER"] = "dummy"
     elif user_video_driver is None:

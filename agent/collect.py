@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from agent.env import DoomEnv, EnvConfig
 from agent.policies import env_needs, make_policy
-from data.dataset import Manifest, ShardWriter, default_recorder
+from data.dataset import ShardWriter, default_recorder
 from data.episode import EpisodeRecorder
 
 REPORT_EVERY = 64  # steps between progress messages from a worker
@@ -143,17 +143,10 @@ def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: s
         cpu_start = cpu_seconds_with_children()
         messages.put(("ready", worker_id))
         if cfg.record:
-            manifest = Manifest(
-                scenario=cfg.scenario,
-                map=env_cfg.resolved_map(),
-                resolution=tuple(cfg.resolution),
-                frame_skip=cfg.frame_skip,
-                action_contract=env.spec_actions.to_dict(),
-                recorder=default_recorder(
-                    policy.name, source=cfg.policy, worker=worker_id, skill=cfg.skill, **cfg.extra
-                ),
+            who = default_recorder(
+                policy.name, source=cfg.policy, worker=worker_id, skill=cfg.skill, **cfg.extra
             )
-            writer = ShardWriter(shard, manifest)
+            writer = ShardWriter(shard, env_cfg.manifest(who))
         recorder = EpisodeRecorder(env.spec_actions) if writer else None
         for i in episode_ids:
             steps, end = play_episode(env, policy, (cfg.seed, i), cfg.max_steps, recorder, on_steps=report)

@@ -17,6 +17,7 @@ import numpy as np
 import vizdoom as vzd
 
 from data.actions import BUTTONS, DEFAULT_ACTIONS, ActionSpec
+from data.dataset import Manifest
 from data.episode import VARIABLES
 
 VIZDOOM_DIR = Path(vzd.__file__).parent
@@ -140,6 +141,17 @@ class EnvConfig:
     depth: bool = False  # info["depth"]: the depth buffer (scripted explorer)
     labels: bool = False  # info["labels"]: visible objects (scripted explorer)
     action_spec: ActionSpec = field(default_factory=lambda: DEFAULT_ACTIONS)
+
+    def manifest(self, recorder: dict) -> Manifest:
+        """The dataset manifest of episodes recorded from an env of this config."""
+        return Manifest(
+            scenario=self.scenario,
+            map=self.resolved_map(),
+            resolution=tuple(self.resolution),
+            frame_skip=self.frame_skip,
+            action_contract=self.action_spec.to_dict(),
+            recorder=recorder,
+        )
 
     def resolved_map(self) -> str:
         return (self.map or self.scenario_spec().map).upper()

@@ -38,7 +38,7 @@ from agent.env import DoomEnv, EnvConfig
 from agent.reward import TERMS, RewardConfig, ShapedRewardWrapper
 from agent.wrappers import HoldAction, RecordEpisodes
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
-from data.dataset import Manifest, ShardWriter, default_recorder
+from data.dataset import ShardWriter, default_recorder
 from data.episode import VARIABLES
 
 POLICY_NAME = "policy.zip"
@@ -120,15 +120,10 @@ def make_env(cfg: PPOConfig, index: int, record_dir: str | None, shard_name: str
         if cfg.max_episode_steps:
             env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
         if record_dir:
-            manifest = Manifest(
-                scenario=cfg.scenario,
-                map=env_cfg.resolved_map(),
-                resolution=tuple(cfg.resolution),
-                frame_skip=cfg.frame_skip,
-                action_contract=env_cfg.action_spec.to_dict(),
-                recorder=default_recorder(
+            manifest = env_cfg.manifest(
+                default_recorder(
                     "ppo", source="agent train", env=index, hold=cfg.hold, sticky=cfg.sticky, skill=cfg.skill
-                ),
+                )
             )
             env = RecordEpisodes(
                 env, ShardWriter(Path(record_dir) / f"{shard_name}-e{index:02d}", manifest), index

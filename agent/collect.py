@@ -105,8 +105,9 @@ def cpu_seconds_with_children() -> float:
     """CPU time of this process plus its live children (VizDoom runs its engine as a child process)."""
     total = time.process_time()
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    try:
-        children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    try:  # VizDoom starts its engine from another thread: read the children of every thread
+        tasks = Path(f"/proc/{os.getpid()}/task").iterdir()
+        children = [pid for task in tasks for pid in (task / "children").read_text().split()]
     except OSError:
         return total
     for pid in children:

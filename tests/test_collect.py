@@ -135,3 +135,17 @@ def test_bench_command_measures_three_modes(capsys):
     result = json.loads(capsys.readouterr().out)
     assert all(result[k] > 0 for k in ("raw_fps", "play_fps", "record_fps", "bytes_per_frame"))
     assert -1 < result["recorder_cost"] < 1
+
+
+def test_worker_cpu_time_counts_the_engine_process():
+    from agent.collect import cpu_seconds_with_children
+    from agent.env import make_env
+
+    env = make_env("e1m1")
+    env.reset(seed=0)
+    total, own = cpu_seconds_with_children(), time.process_time()
+    for _ in range(300):
+        env.step(env.action_space.sample())
+    total, own = cpu_seconds_with_children() - total, time.process_time() - own
+    env.close()
+    assert total > own * 1.3  # VizDoom renders in its own process, which the figure must include

@@ -171,7 +171,7 @@ class EpisodeRecorder:
             )
         self._chunks.append(self._stream.compress(np.ascontiguousarray(frame).data))
         self.actions.append(np.array(action, dtype=np.int64))
-        self.variables.append(np.asarray(variables, np.float32))
+        self.variables.append(np.array(variables, np.float32))  # a copy: callers may reuse their array
         self.rewards.append(float(reward))
         self.dones.append(bool(done))
 

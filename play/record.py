@@ -3,8 +3,9 @@
 Step t of a recorded episode is `frames[t]` (the frame on screen) and `actions[t]` (the action sent
 while it was shown), the dataset convention of data/episode.py. With the mirror on, the engine's frames
 of the same steps go to a second shard with the real game variables and rewards, so human play of the
-real game becomes training data too. Episodes are cut at every reset and every `max_frames` frames,
-and written on a background thread so the game does not stall.
+real game becomes training data too. Frames are compressed as they are played (data/episode.py's
+EpisodeRecorder); episodes are cut at every reset and every `max_frames` frames, and written on a
+background thread so the game does not stall.
 """
 
 from __future__ import annotations
@@ -16,43 +17,30 @@ import numpy as np
 
 from data.actions import ActionSpec
 from data.dataset import Manifest, ShardWriter, default_recorder
-from data.episode import VARIABLES, Episode
+from data.episode import VARIABLES, EpisodeRecorder
 
 MAX_EPISODE_FRAMES = 2048  # ~2 minutes at 17.5 frames/s; bounds the memory a recording holds
 
 
 class _Track:
-    """The steps of one shard's episode in progress."""
+    """One shard's episode in progress, compressed frame by frame as it is played."""
 
-    def __init__(self, writer: ShardWriter):
-        self.writer = writer
-        self.frames: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.rewards: list[float] = []
-        self.variables: list[np.ndarray] = []
+    def __init__(self, writer: ShardWriter, spec: ActionSpec):
+        self.writer, self.spec = writer, spec
+        self.recording = EpisodeRecorder(spec)
 
     def add(self, frame: np.ndarray, action: np.ndarray, reward: float, variables: np.ndarray | None) -> None:
-        self.frames.append(frame.copy())
-        self.actions.append(np.asarray(action, np.int64).copy())
-        self.rewards.append(float(reward))
-        self.variables.append(np.zeros(len(VARIABLES), np.float32) if variables is None else variables.copy())
+        if variables is None:
+            variables = np.zeros(len(VARIABLES), np.float32)
+        self.recording.add(frame, action, variables, reward)
 
-    def take(self, spec: ActionSpec, meta: dict) -> Episode | None:
-        if not self.frames:
+    def take(self) -> EpisodeRecorder | None:
+        """The finished episode, marked done at its last step; a fresh recording starts."""
+        if not len(self.recording):
             return None
-        dones = np.zeros(len(self.frames), bool)
-        dones[-1] = True
-        ep = Episode(
-            frames=np.stack(self.frames),
-            actions=np.stack(self.actions),
-            rewards=np.asarray(self.rewards, np.float32),
-            dones=dones,
-            variables=np.stack(self.variables),
-            action_spec=spec,
-            meta=meta,
-        )
-        self.frames, self.actions, self.rewards, self.variables = [], [], [], []
-        return ep
+        done, self.recording = self.recording, EpisodeRecorder(self.spec)
+        done.set_outcome(done.rewards[-1], True)
+        return done
 
 
 class SessionRecorder:
@@ -91,7 +79,7 @@ class SessionRecorder:
             manifest = Manifest(
                 recorder=default_recorder("human", shown=shown, **self.meta), **self._manifest
             )
-            self._tracks[shown] = _Track(ShardWriter(self.folder / shown, manifest))
+            self._tracks[shown] = _Track(ShardWriter(self.folder / shown, manifest), self.spec)
         return self._tracks[shown]
 
     def add(
@@ -107,15 +95,16 @@ class SessionRecorder:
         if mirror_frame is not None:
             self._track("engine").add(mirror_frame, action, mirror_reward, mirror_variables)
         self.frames += 1
-        if len(self._tracks["dream"].frames) >= self.max_frames:
+        if len(self._tracks["dream"].recording) >= self.max_frames:
             self.cut()
 
     def cut(self) -> None:
         """End the episodes in progress (on reset, on stop) and write them in the background."""
         for shown, track in self._tracks.items():
-            ep = track.take(self.spec, {"policy": "human", "shown": shown, **self.meta})
-            if ep is not None:
-                self._pending.append(self._pool.submit(track.writer.write, ep))
+            done = track.take()
+            if done is not None:
+                meta = {"policy": "human", "shown": shown, **self.meta}
+                self._pending.append(self._pool.submit(track.writer.write_recording, done, meta))
         self._collect(block=False)
 
     def _collect(self, block: bool) -> None:

@@ -162,6 +162,20 @@ class EpisodeRef:
         return (zlib.crc32(key) % 10_000) < fraction * 10_000
 
 
+def _find_manifests(root: Path) -> list[Path]:
+    """Every manifest under `root`, following linked folders: a dataset can be merged by linking shards."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link loop, or the same shard linked twice
+            dirs.clear()
+            continue
+        seen.add(real)
+        if MANIFEST_NAME in files:
+            found.append(Path(folder) / MANIFEST_NAME)
+    return sorted(found)
+
+
 class Dataset:
     """Every shard under `root`. Episodes are read lazily; bad files are reported, never fatal to the rest."""
 
@@ -169,7 +183,7 @@ class Dataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: no such dataset folder")
-        manifests = sorted(self.root.rglob(MANIFEST_NAME))
+        manifests = _find_manifests(self.root)
         if not manifests:
             raise DatasetError(
                 f"{self.root}: no {MANIFEST_NAME} found; not a dataset (collect one with `dreamdoom collect`)"

@@ -58,6 +58,21 @@ def test_dataset_of_shards_with_manifest(tmp_path, rng):
     assert held and set(train).isdisjoint(held) and len(train) + len(held) == 5
 
 
+def test_dataset_merged_by_linking_shards(tmp_path, rng):
+    for shard in ("a", "b"):
+        ShardWriter(tmp_path / "src" / shard, manifest()).write(make_episode(rng, steps=6))
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "a").symlink_to(tmp_path / "src" / "a")
+    (merged / "all").symlink_to(tmp_path / "src")  # shard b, and a linked a second time
+    (tmp_path / "src" / "loop").symlink_to(tmp_path / "src")
+    ds = Dataset(merged)
+    assert sorted(p.name for p in ds.shards) == ["a", "b"] and len(ds) == 2
+    # The held-out split is the same as for the linked folders themselves.
+    names = lambda refs: sorted(f"{r.shard.name}/{r.path.name}" for r in refs)  # noqa: E731
+    assert names(ds.split(0.5)[1]) == names(Dataset(tmp_path / "src").split(0.5)[1])
+
+
 def corrupt_copies(tmp_path, rng):
     """A shard with one good episode and each kind of bad file the reader must name."""
     w = ShardWriter(tmp_path / "s", manifest())

@@ -140,6 +140,22 @@ def test_resume_continues_step_count_optimizer_and_ema(dataset, ae, tmp_path):
     assert {int(s["step"]) for s in opt["state"].values()} == {8}
 
 
+def test_cooldown_decays_the_lr_over_the_end_of_the_run(dataset, ae, tmp_path):
+    def last_lr(out):
+        return torch.load(out / "ckpt" / "optimizer.pt", weights_only=True)["param_groups"][0]["lr"]
+
+    train(tiny_args(dataset, ae, tmp_path / "flat", steps=8))
+    assert last_lr(tmp_path / "flat") == pytest.approx(1e-3)  # the tiny preset's lr, no warmup
+    # The last of 8 steps is taken at progress 7/8, a quarter of the way through a 0.5 cooldown.
+    train(tiny_args(dataset, ae, tmp_path / "cool", steps=8, cooldown=0.5))
+    assert last_lr(tmp_path / "cool") == pytest.approx(1e-3 * (1 / 8) / 0.5)
+    # On resume the cooldown covers the new part of the run only: 4 more steps, last at progress 3/4.
+    train(tiny_args(dataset, ae, tmp_path / "flat", steps=12, resume=True, cooldown=0.5))
+    assert last_lr(tmp_path / "flat") == pytest.approx(1e-3 * (1 / 4) / 0.5)
+    with pytest.raises(ValueError, match="--cooldown"):
+        train(tiny_args(dataset, ae, tmp_path / "bad", steps=2, cooldown=1.5))
+
+
 def test_resume_without_checkpoint_and_mismatched_data_are_clear_errors(dataset, ae, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint to resume"):
         train(tiny_args(dataset, ae, tmp_path / "none", steps=2, resume=True))

@@ -77,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             ckpt_every=args.ckpt_every,
+            cooldown=args.cooldown,
             context_noise=not args.no_context_noise,
             cache=args.cache,
             compile=args.compile,
@@ -167,6 +168,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--ckpt-every", type=int)
+    p.add_argument(
+        "--cooldown",
+        type=float,
+        default=0.0,
+        help="decay the lr linearly to 0 over this final fraction of the run (by --steps or --minutes)",
+    )
     p.add_argument("--no-context-noise", action="store_true", help="ablation: no context noise augmentation")
     p.add_argument("--cache", help="latent cache file (default: OUT/latents.safetensors, encoded if missing)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT")

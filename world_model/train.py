@@ -49,6 +49,9 @@ class TrainArgs:
     batch_size: int | None = None  # per process
     lr: float | None = None
     ckpt_every: int | None = None
+    # Final fraction of this run (by --steps or --minutes, whichever ends first) over which the learning
+    # rate decays linearly to zero; 0 keeps it constant, so a run can always be resumed at full rate.
+    cooldown: float = 0.0
     context_noise: bool = True  # False: the ablation without context noise augmentation
     cache: str | None = None  # latent cache file (default: out/latents.safetensors)
     compile: bool = False
@@ -161,8 +164,26 @@ def train(args: TrainArgs) -> dict:
     if args.resume:
         opt.load_state_dict(load_optimizer_state(ckpt_dir))
 
-    def lr_at(s: int) -> float:
-        return tcfg.lr * min(1.0, (s + 1) / tcfg.warmup) if tcfg.warmup else tcfg.lr
+    if not 0.0 <= args.cooldown <= 1.0:
+        raise ValueError(f"--cooldown {args.cooldown}: must be a fraction between 0 and 1")
+
+    def lr_at(s: int, progress: float) -> float:
+        lr = tcfg.lr * min(1.0, (s + 1) / tcfg.warmup) if tcfg.warmup else tcfg.lr
+        if args.cooldown > 0:
+            lr *= min(1.0, max(0.0, 1.0 - progress) / args.cooldown)
+        return lr
+
+    def run_progress() -> float:
+        """How much of this run's budget is spent, 0..1; the same on every rank (they must agree on the lr
+        and on when to stop, or DDP would hang)."""
+        p = (step - start_step) / max(1, tcfg.steps - start_step)
+        if args.minutes is not None:
+            p = max(p, (time.time() - t0) / (args.minutes * 60))
+        if world > 1:
+            t = torch.tensor([p], dtype=torch.float64, device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            p = float(t)
+        return p
 
     # Every (seed, rank, start step) draws its own batches and noise: resumed runs do not repeat old draws.
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + rank * 7919 + step)
@@ -200,7 +221,8 @@ def train(args: TrainArgs) -> dict:
     bar = tqdm(total=tcfg.steps, initial=step, desc="wm train", disable=not main, mininterval=2.0)
     loss_sum, loss_n, t_log = 0.0, 0, time.time()
     while step < tcfg.steps:
-        if args.minutes is not None and time.time() - t0 > args.minutes * 60:
+        progress = run_progress()
+        if progress >= 1.0:
             if main:
                 print(f"time budget of {args.minutes} min spent at step {step}")
             break
@@ -208,7 +230,7 @@ def train(args: TrainArgs) -> dict:
             x.to(device, non_blocking=True) for x in windows.sample(tcfg.batch_size, gen)
         )
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr_at(step, progress)
         with autocast_for(device):
             loss = training_loss(
                 forward, target, context, actions, diffusion, dit_cfg.noise_buckets, noise_gen
@@ -226,7 +248,7 @@ def train(args: TrainArgs) -> dict:
             rate = loss_n * tcfg.batch_size * world / (time.time() - t_log)
             writer.add_scalar("losses/train", loss_sum / loss_n, step)
             writer.add_scalar("losses/grad_norm", float(grad_norm), step)
-            writer.add_scalar("charts/lr", lr_at(step), step)
+            writer.add_scalar("charts/lr", opt.param_groups[0]["lr"], step)
             writer.add_scalar("charts/samples_per_s", rate, step)
             bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", samples_s=f"{rate:.0f}", refresh=False)
             loss_sum, loss_n, t_log = 0.0, 0, time.time()

@@ -30,6 +30,7 @@ class PipelineConfig:
     agent_episodes: int = 20  # episodes of the trained agent collected after training
     ae_steps: int | None = None  # None: the world-model preset's
     dit_steps: int | None = None
+    dit_cooldown: float = 0.2  # final fraction of the DiT run with a decaying lr
     workers: int = 2
     eval_rollouts: int = 8
     eval_horizon: int = 96
@@ -168,6 +169,8 @@ def stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
         cfg.wm_preset,
         "--out",
         str(out / "dit"),
+        "--cooldown",
+        str(cfg.dit_cooldown),
     ]
     plan += [
         Stage("train-ae", ae + (["--steps", str(cfg.ae_steps)] if cfg.ae_steps else []), out / "ae"),

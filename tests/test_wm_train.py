@@ -111,11 +111,24 @@ def test_commands_end_to_end(dataset, ae, tmp_path, capsys):
     )
     report = json.loads((report_dir / "report.json").read_text())
     assert report["rollout"]["horizon"] == 10 and set(report["rollout"]["psnr"]) == {"1", "8", "10"}
-    for key in ("psnr", "ssim", "copy_last_psnr", "copy_last_ssim", "autoencoder_psnr"):
+    for key in (
+        "psnr",
+        "ssim",
+        "copy_last_psnr",
+        "copy_last_ssim",
+        "autoencoder_psnr",
+        "autoencoder_sharpness",
+    ):
         assert report["teacher_forced"][key] == report["teacher_forced"][key]  # not NaN
+    assert report["teacher_forced"]["sharpness"] >= 0 and set(report["rollout"]["sharpness"]) == {
+        "1",
+        "8",
+        "10",
+    }
+    printed = capsys.readouterr().out
+    assert "teacher-forced PSNR" in printed and "rollout PSNR, h=10" in printed and "action swap" in printed
     assert "delta_db" in report["action_swap"]
     assert (report_dir / "side_by_side.mp4").stat().st_size > 0 and (report_dir / "side_by_side.png").exists()
-    capsys.readouterr()
     assert (
         main(["wm", "bench", "--ckpt", str(run / "ckpt"), "--steps", "1,2", "--frames", "3", "--json"]) == 0
     )

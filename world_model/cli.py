@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from world_model.evaluate import EvalArgs, evaluate
+    from world_model.evaluate import EvalArgs, evaluate, format_report
 
     _threads(args)
     report = evaluate(
@@ -106,7 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     )
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
@@ -189,6 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rollouts", type=int, default=8, help="autoregressive rollouts")
     p.add_argument("--horizon", type=int, default=96, help="rollout length in frames")
     p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's)")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     _common(p)
     p.set_defaults(func=cmd_eval)
 

@@ -27,7 +27,7 @@ from world_model.autoencoder import to_tensor, to_uint8
 from world_model.checkpoint import check_data_fits, load_world_model
 from world_model.diffusion import ddim_sample
 from world_model.env import autocast_for
-from world_model.metrics import psnr, ssim
+from world_model.metrics import psnr, sharpness, ssim
 
 HORIZONS = (1, 8, 32, 64)  # plus the full rollout length
 
@@ -131,7 +131,10 @@ def evaluate(args: EvalArgs) -> dict:
 
     # Teacher-forced next frame, the action swap, and the copy-last-frame baseline.
     which = torch.linspace(0, len(windows) - 1, min(args.transitions, len(windows))).round().long().unique()
-    tf = {"psnr": [], "ssim": [], "copy_psnr": [], "copy_ssim": [], "recon_psnr": [], "swap_psnr": []}
+    tf: dict[str, list] = {
+        k: []
+        for k in ("psnr", "ssim", "copy_psnr", "copy_ssim", "recon_psnr", "swap_psnr", "sharp", "recon_sharp")
+    }
     for i in tqdm(range(0, len(which), args.batch), desc="eval teacher-forced"):
         w = which[i : i + args.batch]
         target_idx = windows.targets[w]
@@ -146,7 +149,11 @@ def evaluate(args: EvalArgs) -> dict:
         tf["ssim"].append(ssim(pred, real))
         tf["copy_psnr"].append(psnr(prev, real))
         tf["copy_ssim"].append(ssim(prev, real))
-        tf["recon_psnr"].append(psnr(decode(all_lat[target_idx]), real))
+        recon = decode(all_lat[target_idx])
+        tf["recon_psnr"].append(psnr(recon, real))
+        real_sharp = sharpness(real)
+        tf["sharp"].append(sharpness(pred) / real_sharp)
+        tf["recon_sharp"].append(sharpness(recon) / real_sharp)
         tf["swap_psnr"].append(psnr(pred_swap, real))
     tf = {key: np.concatenate(v) for key, v in tf.items()}
 
@@ -170,7 +177,8 @@ def evaluate(args: EvalArgs) -> dict:
     noop = torch.as_tensor(ds.action_spec.noop())
     act_idx = start_idx[:, None] + torch.arange(-k, 0)  # (R, K) actions that led into the context frames
     led_in = torch.where((act_idx >= ep_first[:, None])[..., None], acts_all[act_idx.clamp_min(0)], noop)
-    roll_psnr, copy_psnr, video = np.zeros((r, horizon)), np.zeros((r, horizon)), []
+    roll_psnr, copy_psnr, roll_sharp = (np.zeros((r, horizon)) for _ in range(3))
+    video = []
     first_real = all_frames[start_idx.numpy()]
     for h in tqdm(range(1, horizon + 1), desc="eval rollouts"):
         current = acts_all[start_idx + h - 1]  # (R, fields), taken at the previous frame
@@ -180,6 +188,7 @@ def evaluate(args: EvalArgs) -> dict:
         real = all_frames[(start_idx + h).numpy()]
         roll_psnr[:, h - 1] = psnr(gen_frames, real)
         copy_psnr[:, h - 1] = psnr(first_real, real)
+        roll_sharp[:, h - 1] = sharpness(gen_frames) / sharpness(real)
         video.append(
             np.concatenate([np.concatenate([real[i], gen_frames[i]], axis=1) for i in range(min(r, 2))])
         )
@@ -206,6 +215,9 @@ def evaluate(args: EvalArgs) -> dict:
             "copy_last_psnr": float(tf["copy_psnr"].mean()),
             "copy_last_ssim": float(tf["copy_ssim"].mean()),
             "autoencoder_psnr": float(tf["recon_psnr"].mean()),
+            # sharpness of prediction and reconstruction over the real frame's (1: as sharp, below: blurrier)
+            "sharpness": float(tf["sharp"].mean()),
+            "autoencoder_sharpness": float(tf["recon_sharp"].mean()),
         },
         "action_swap": {
             "psnr_true_action": float(tf["psnr"].mean()),
@@ -217,6 +229,7 @@ def evaluate(args: EvalArgs) -> dict:
             "horizon": horizon,
             "psnr": {str(h): float(roll_psnr[:, h - 1].mean()) for h in hs},
             "copy_last_psnr": {str(h): float(copy_psnr[:, h - 1].mean()) for h in hs},
+            "sharpness": {str(h): float(roll_sharp[:, h - 1].mean()) for h in hs},
             "psnr_curve": [float(x) for x in roll_psnr.mean(0)],
         },
         "video": str(out / "side_by_side.mp4"),
@@ -231,3 +244,26 @@ def _write_strip(video: list[np.ndarray], height: int, path: Path, horizons: lis
     import imageio.v2 as imageio
 
     imageio.imwrite(path, np.concatenate([video[h - 1][:height] for h in horizons], axis=0))
+
+
+def format_report(report: dict) -> str:
+    """The report as a small table: the model beside the copy-last-frame baseline."""
+    tf, ro, sw = report["teacher_forced"], report["rollout"], report["action_swap"]
+    row = "{:28}{:10.2f}{:11.2f}{:11.2f}".format
+    lines = [
+        f"{report['checkpoint']} (step {report['step']}) on {report['heldout_episodes']} held-out episodes "
+        f"({report['heldout_frames']:,} frames), {report['sampling_steps']} DDIM steps",
+        f"{'':28}{'model':>10}{'copy last':>11}{'sharpness':>11}",
+        row("teacher-forced PSNR (dB)", tf["psnr"], tf["copy_last_psnr"], tf["sharpness"]),
+        f"{'teacher-forced SSIM':28}{tf['ssim']:10.3f}{tf['copy_last_ssim']:11.3f}",
+    ]
+    for h, v in ro["psnr"].items():
+        lines.append(row(f"rollout PSNR, h={h}", v, ro["copy_last_psnr"][h], ro["sharpness"][h]))
+    lines += [
+        f"autoencoder PSNR {tf['autoencoder_psnr']:.2f} dB, sharpness {tf['autoencoder_sharpness']:.2f}; "
+        f"action swap {sw['delta_db']:+.2f} dB ({sw['psnr_true_action']:.2f} true, "
+        f"{sw['psnr_opposite_action']:.2f} opposite)",
+        f"{ro['rollouts']} rollouts; sharpness is the prediction's over the real frame's (below 1: blurrier)",
+        f"report: {Path(report['video']).parent / 'report.json'}; video: {report['video']}",
+    ]
+    return "\n".join(lines)

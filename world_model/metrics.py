@@ -26,6 +26,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (10 * torch.log10(255.0**2 / mse.clamp_min(255.0**2 * 1e-10))).numpy()
 
 
+def sharpness(frames: np.ndarray) -> np.ndarray:
+    """Per-frame mean absolute difference between neighbouring pixels, across and down, in grey levels
+    (B, H, W, 3) -> (B,). A blurred picture scores lower than the real one however good its PSNR, so
+    the ratio of a prediction's sharpness to the real frame's shows blur that PSNR rewards."""
+    x = _float(frames)
+    across = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    down = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    return ((across + down) / 2).numpy()
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame SSIM (Gaussian window, per channel, averaged) of uint8 frames (B, H, W, 3) -> (B,)."""
     x, y = _float(a), _float(b)

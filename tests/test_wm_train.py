@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import socket
 
 import pytest
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from agent.collect import CollectConfig, collect
 from play.cli import main
 from world_model.checkpoint import CheckpointError, load_world_model, make_untrained_checkpoint
+from world_model.latents import LatentCache, LatentCacheError
 from world_model.train import TrainArgs, train
 
 
@@ -167,6 +169,26 @@ def test_cooldown_decays_the_lr_over_the_end_of_the_run(dataset, ae, tmp_path):
     assert last_lr(tmp_path / "flat") == pytest.approx(1e-3 * (1 / 4) / 0.5)
     with pytest.raises(ValueError, match="--cooldown"):
         train(tiny_args(dataset, ae, tmp_path / "bad", steps=2, cooldown=1.5))
+
+
+def test_a_cache_that_no_longer_fits_its_data_is_encoded_again(dataset, ae, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    out = tmp_path / "run"
+    train(tiny_args(data, ae, out, steps=1))
+    before = LatentCache.load(out / "latents.safetensors")
+    train(tiny_args(data, ae, out, steps=2, resume=True))  # same data: the cache is kept
+    assert "encoding it again" not in capsys.readouterr().out
+    shard = next(p for p in data.iterdir() if (p / "manifest.json").exists())
+    extra = shard / f"ep_{len(list(shard.glob('ep_*.npz'))):06d}.npz"
+    shutil.copy(next(shard.glob("ep_*.npz")), extra)  # the dataset grows by one episode
+    train(tiny_args(data, ae, out, steps=3, resume=True))
+    assert "the dataset changed since it was encoded; encoding it again" in capsys.readouterr().out
+    after = LatentCache.load(out / "latents.safetensors")
+    assert len(after.lengths) == len(before.lengths) + 1
+    extra.unlink()
+    with pytest.raises(LatentCacheError, match="latents.safetensors: this latent cache does not fit"):
+        train(tiny_args(data, ae, out, steps=4, resume=True, cache=str(out / "latents.safetensors")))
 
 
 def test_resume_without_checkpoint_and_mismatched_data_are_clear_errors(dataset, ae, tmp_path):

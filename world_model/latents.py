@@ -7,11 +7,13 @@ The cache is one safetensors file:
     starts       (E,) int64, index of each episode's first frame; lengths (E,) its frame count
     heldout      (E,) bool, the dataset's stable held-out split
 
-with metadata naming the autoencoder, the dataset's resolution, frame_skip and action contract.
+with metadata naming the autoencoder, the dataset's resolution, frame_skip and action contract, and
+fingerprints of the episodes and the encoder, so a cache that no longer fits its data is noticed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -46,6 +48,45 @@ def load_frames(ds: Dataset, refs: list[EpisodeRef], every: int = 1, limit: int 
         raise ValueError(f"{ds.root}: no readable frames in the selected episodes")
     frames = np.concatenate(out)
     return frames[:limit] if limit is not None else frames
+
+
+def dataset_fingerprint(ds: Dataset, heldout_fraction: float) -> str:
+    """Changes when an episode is added, removed or rewritten, or when the held-out split changes."""
+    h = hashlib.sha256(f"heldout={heldout_fraction}\n".encode())
+    for ref in ds.episodes:
+        h.update(f"{ref.shard.name}/{ref.path.name}:{ref.path.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def autoencoder_fingerprint(ae: Autoencoder) -> str:
+    """Changes when the encoder's weights or the latent normalisation do."""
+    h = hashlib.sha256()
+    for name, t in sorted(
+        {**ae.encoder.state_dict(), "mean": ae.latent_mean, "scale": ae.latent_scale}.items()
+    ):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_fingerprints(ae: Autoencoder, ds: Dataset, heldout_fraction: float) -> dict[str, str]:
+    return {
+        "dataset_fingerprint": dataset_fingerprint(ds, heldout_fraction),
+        "autoencoder_fingerprint": autoencoder_fingerprint(ae),
+    }
+
+
+def stale_cache_reason(path: str | Path, fingerprints: dict[str, str]) -> str | None:
+    """Why the cache at `path` does not fit these fingerprints (None: it fits). Reads the header only."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        return f"it is unreadable ({e})"
+    for key, what in (("dataset_fingerprint", "the dataset"), ("autoencoder_fingerprint", "the autoencoder")):
+        if meta.get(key) != fingerprints[key]:
+            return f"{what} changed since it was encoded"
+    return None
 
 
 @torch.no_grad()
@@ -86,6 +127,7 @@ def encode_dataset(
         "frame_skip": str(ds.manifest.frame_skip),
         "action_contract": json.dumps(ds.action_spec.to_dict()),
         "dataset": str(ds.root),
+        **cache_fingerprints(ae, ds, heldout_fraction),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

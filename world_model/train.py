@@ -2,7 +2,7 @@
 
 AdamW, EMA, grad clipping, bf16 autocast on CUDA, optional torch.compile, tensorboard scalars,
 tqdm, a checkpoint every N steps and --resume, DDP when started under torchrun (gloo on CPU,
-nccl on CUDA). Rank 0 encodes the latent cache if it is missing, logs and saves.
+nccl on CUDA). Rank 0 encodes the latent cache if it is missing or stale, logs and saves.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ from world_model.config import get_preset, to_dict
 from world_model.diffusion import training_loss
 from world_model.dit import DiT
 from world_model.env import autocast_for
-from world_model.latents import LatentCache, LatentCacheError, encode_dataset
+from world_model.latents import (
+    LatentCache,
+    LatentCacheError,
+    cache_fingerprints,
+    encode_dataset,
+    stale_cache_reason,
+)
 
 
 @dataclass
@@ -96,7 +102,17 @@ def train(args: TrainArgs) -> dict:
     ae, ae_config = load_autoencoder(args.ae, device)
     check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
     cache_path = Path(args.cache) if args.cache else out / "latents.safetensors"
-    if main and not cache_path.exists():
+    stale = cache_path.exists() and stale_cache_reason(
+        cache_path, cache_fingerprints(ae, ds, tcfg.heldout_fraction)
+    )
+    if stale and args.cache:
+        raise LatentCacheError(
+            f"{cache_path}: this latent cache does not fit: {stale}; delete it to re-encode, "
+            f"or pass another --cache"
+        )
+    if main and (stale or not cache_path.exists()):
+        if stale:
+            print(f"{cache_path}: {stale}; encoding it again")
         encode_dataset(ae, ds, cache_path, tcfg.heldout_fraction, ae_path=str(args.ae))
     if world > 1:
         dist.barrier()

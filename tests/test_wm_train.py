@@ -217,6 +217,8 @@ def _ddp_worker(rank: int, world: int, port: int, dataset: str, ae: str, out: st
             out=out,
             preset="tiny",
             steps=3,
+            minutes=10,  # a time budget: the ranks agree on the clock through an all-reduce
+            cooldown=0.5,
             device="cpu",
             cache=os.path.join(out, "latents.safetensors"),
         )

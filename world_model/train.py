@@ -87,6 +87,8 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 
 def train(args: TrainArgs) -> dict:
+    if not 0.0 <= args.cooldown <= 1.0:
+        raise ValueError(f"--cooldown {args.cooldown}: must be a fraction between 0 and 1")
     rank, world, device = _dist_setup(args.device)
     main = rank == 0
     out = Path(args.out)
@@ -180,9 +182,6 @@ def train(args: TrainArgs) -> dict:
     if args.resume:
         opt.load_state_dict(load_optimizer_state(ckpt_dir))
 
-    if not 0.0 <= args.cooldown <= 1.0:
-        raise ValueError(f"--cooldown {args.cooldown}: must be a fraction between 0 and 1")
-
     def lr_at(s: int, progress: float) -> float:
         lr = tcfg.lr * min(1.0, (s + 1) / tcfg.warmup) if tcfg.warmup else tcfg.lr
         if args.cooldown > 0:
@@ -190,15 +189,17 @@ def train(args: TrainArgs) -> dict:
         return lr
 
     def run_progress() -> float:
-        """How much of this run's budget is spent, 0..1; the same on every rank (they must agree on the lr
-        and on when to stop, or DDP would hang)."""
+        """How much of this run's budget is spent, 0..1, the same on every rank: they must agree on the lr
+        and on when to stop, or DDP would hang. Only the clock differs between ranks, so only a time
+        budget costs an all-reduce."""
         p = (step - start_step) / max(1, tcfg.steps - start_step)
         if args.minutes is not None:
-            p = max(p, (time.time() - t0) / (args.minutes * 60))
-        if world > 1:
-            t = torch.tensor([p], dtype=torch.float64, device=device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            p = float(t)
+            spent = (time.time() - t0) / (args.minutes * 60)
+            if world > 1:
+                t = torch.tensor([spent], dtype=torch.float64, device=device)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                spent = float(t)
+            p = max(p, spent)
         return p
 
     # Every (seed, rank, start step) draws its own batches and noise: resumed runs do not repeat old draws.

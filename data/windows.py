@@ -44,14 +44,21 @@ class LatentWindows(torch.utils.data.Dataset):
 
     def gather(self, which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Windows `which` (B,) -> target (B, C, h, w), context (B, K, C, h, w), actions (B, K+1, fields)."""
-        n, s = self.targets[which], self.first[which]  # (B,)
-        ctx_idx = torch.maximum(n[:, None] + torch.arange(-self.k, 0), s[:, None])  # (B, K)
+        n = self.targets[which]  # (B,)
+        context, actions = self.context_for(n, self.first[which])
+        return self.latents[n].float(), context, actions
+
+    def context_for(self, n: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What predicts frame n (B,) of the episode starting at `first` (B,): the module's rule.
+
+        -> context (B, K, C, h, w) and actions (B, K+1, fields), the last one taken at frame n-1."""
+        ctx_idx = torch.maximum(n[:, None] + torch.arange(-self.k, 0), first[:, None])  # (B, K)
         act_idx = n[:, None] + torch.arange(-self.k - 1, 0)  # (B, K+1)
-        valid = act_idx >= s[:, None]
+        valid = act_idx >= first[:, None]
         actions = torch.where(
             valid[..., None], self.actions[act_idx.clamp_min(0)], self.noop
         )  # (B, K+1, fields)
-        return self.latents[n].float(), self.latents[ctx_idx].float(), actions
+        return self.latents[ctx_idx].float(), actions
 
     def sample(
         self, batch: int, generator: torch.Generator

@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     pipeline.register(sub)
 
 
+def _replay_engines():
+    from play.engine import ReplayEngines
+
+    return ReplayEngines()
+
+
 def build_parser() -> argparse.ArgumentParser:
     import agent.cli
     import data.cli
@@ -37,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     agent.cli.register(sub)
     data.cli.register(sub)
-    world_model.cli.register(sub)
+    # wm eval judges control against the real engine; world_model cannot import it, so it is given here.
+    world_model.cli.register(sub, engine_factory=_replay_engines)
     register(sub)
     return parser
 

@@ -148,3 +148,54 @@ def dataset_context(
         engine_seed=collected_engine_seed(ep.meta),
         source=f"{ref.path.name} of {path}",
     )
+
+
+class ReplayEngines:
+    """Engines that restart held-out episodes written by `collect` from their seeds (for `wm eval`).
+
+    One VizDoom per (scenario, map, skill, frame_skip, resolution), reused across episodes."""
+
+    def __init__(self, action_spec: ActionSpec = DEFAULT_ACTIONS):
+        self.action_spec = action_spec
+        self._engines: dict[tuple, EngineBackend] = {}
+
+    def __call__(self, meta: dict, manifest) -> EngineBackend | None:
+        seed = collected_engine_seed(meta)
+        if seed is None:
+            return None
+        skill = int(manifest.recorder.get("skill", 3))
+        key = (manifest.scenario, manifest.map, skill, manifest.frame_skip, tuple(manifest.resolution))
+        if key not in self._engines:
+            self._engines[key] = EngineBackend(
+                scenario=manifest.scenario,
+                frame_skip=manifest.frame_skip,
+                size=tuple(manifest.resolution),
+                skill=skill,
+                action_spec=self.action_spec,
+            )
+        engine = self._engines[key]
+        # The engine plays its scenario's own map; an episode recorded on another map cannot be replayed.
+        return _Seeded(engine, seed) if engine.map == manifest.map else None
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
+
+
+class _Seeded:
+    """An engine shared between episodes, pinned to one episode's seed."""
+
+    def __init__(self, engine: EngineBackend, seed: int):
+        self.engine, self.seed = engine, seed
+
+    @property
+    def variables(self) -> np.ndarray:
+        return self.engine.variables
+
+    def reset(self, frames: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        self.engine.seed = self.seed
+        return self.engine.reset(frames, actions)
+
+    def step(self, action: np.ndarray) -> np.ndarray:
+        return self.engine.step(action)

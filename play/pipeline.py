@@ -34,6 +34,8 @@ class PipelineConfig:
     workers: int = 2
     eval_rollouts: int = 8
     eval_horizon: int = 96
+    eval_stability_frames: int = 2000  # the long dream run beside the engine
+    eval_probe_steps: int | None = None  # None: the place probe's own default
 
 
 PIPELINES: dict[str, PipelineConfig] = {
@@ -50,6 +52,8 @@ PIPELINES: dict[str, PipelineConfig] = {
         dit_steps=20,
         eval_rollouts=1,
         eval_horizon=16,
+        eval_stability_frames=32,
+        eval_probe_steps=30,
     ),
     # The CPU model: about four hours on 2 cores, most of it DiT training (the shipped default's 68k steps).
     "cpu": PipelineConfig(wm_preset="cpu", dit_steps=68_000),
@@ -193,6 +197,9 @@ def stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
                 str(cfg.eval_rollouts),
                 "--horizon",
                 str(cfg.eval_horizon),
+                "--stability-frames",
+                str(cfg.eval_stability_frames),
+                *(["--probe-steps", str(cfg.eval_probe_steps)] if cfg.eval_probe_steps else []),
                 "--out",
                 str(out / "eval"),
             ],

@@ -17,7 +17,7 @@ def test_tiny_pipeline_end_to_end_then_resumes(tmp_path, capsys):
     policies = {ds.recorder.get("policy") for ds in Dataset(out / "data").shards.values()}
     assert {"scripted", "random"} <= policies and len(policies) >= 3
     report = json.loads((out / "eval" / "report.json").read_text())
-    assert np.isfinite(report["teacher_forced"]["psnr"])
+    assert np.isfinite(report["view"]["teacher_forced"]["edge_corr"]["model"])
     from world_model.env import WorldModelEnv
 
     env = WorldModelEnv.from_checkpoint(out / "dit" / "ckpt")

@@ -92,20 +92,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from world_model.evaluate import EvalArgs, evaluate, format_report
 
     _threads(args)
-    report = evaluate(
-        EvalArgs(
-            ckpt=args.ckpt,
-            data=args.data,
-            out=args.out,
-            episodes=args.episodes,
-            transitions=args.transitions,
-            rollouts=args.rollouts,
-            horizon=args.horizon,
-            steps=args.steps,
-            device=args.device,
-            seed=args.seed,
+    engines = args.engine_factory() if args.engine_factory and not args.no_engine else None
+    try:
+        report = evaluate(
+            EvalArgs(
+                ckpt=args.ckpt,
+                data=args.data,
+                out=args.out,
+                episodes=args.episodes,
+                all_episodes=args.all_episodes,
+                transitions=args.transitions,
+                rollouts=args.rollouts,
+                horizon=args.horizon,
+                control_cases=args.control_cases,
+                stability_frames=args.stability_frames,
+                probe=not args.no_probe,
+                probe_data=args.probe_data,
+                probe_steps=args.probe_steps,
+                steps=args.steps,
+                device=args.device,
+                seed=args.seed,
+            ),
+            engine_factory=engines,
         )
-    )
+    finally:
+        if engines is not None:
+            engines.close()
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -128,7 +140,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, engine_factory=None) -> None:
+    """`engine_factory()` makes the replay engines that `wm eval` judges control against (None: no engine)."""
     wm = sub.add_parser("wm", help="world model: train, evaluate, benchmark").add_subparsers(
         dest="wm_command", required=True, metavar="WM_COMMAND"
     )
@@ -180,18 +193,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = wm.add_parser("eval", help="held-out PSNR/SSIM, rollouts, action swap, side-by-side video")
+    p = wm.add_parser("eval", help="the dream judged on the 3-D view: structure, place, control, stability")
     p.add_argument("--ckpt", required=True, help="world-model checkpoint folder")
     p.add_argument("--data", required=True, help="dataset folder (its held-out episodes are used)")
-    p.add_argument("--out", required=True, help="report folder: report.json + side_by_side.mp4")
-    p.add_argument("--episodes", type=int, default=8, help="at most this many held-out episodes")
-    p.add_argument("--transitions", type=int, default=512, help="teacher-forced transitions")
+    p.add_argument(
+        "--out", required=True, help="report folder: report.json, contact_sheet.png, side_by_side.mp4"
+    )
+    p.add_argument("--episodes", type=int, default=12, help="at most this many held-out episodes")
+    p.add_argument(
+        "--all-episodes",
+        action="store_true",
+        help="every episode of --data is held out (a dataset recorded apart from the training data)",
+    )
+    p.add_argument("--transitions", type=int, default=256, help="teacher-forced transitions")
     p.add_argument("--rollouts", type=int, default=8, help="autoregressive rollouts")
     p.add_argument("--horizon", type=int, default=96, help="rollout length in frames")
+    p.add_argument("--control-cases", type=int, default=16, help="16-step control cases against the engine")
+    p.add_argument(
+        "--stability-frames",
+        type=int,
+        default=2000,
+        help="length of the long dream run beside the engine (0: skip)",
+    )
+    p.add_argument("--no-engine", action="store_true", help="skip control and stability (no VizDoom)")
+    p.add_argument("--no-probe", action="store_true", help="skip the place probe")
+    p.add_argument(
+        "--probe-data", help="dataset whose training split trains the place probe (default: --data's)"
+    )
+    p.add_argument("--probe-steps", type=int, help="training steps of the place probe (default: its own)")
     p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's)")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     _common(p)
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, engine_factory=engine_factory)
 
     p = wm.add_parser("bench", help="frames/s and latency of WorldModelEnv.step")
     p.add_argument("--ckpt", required=True)

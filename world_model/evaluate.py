@@ -1,11 +1,18 @@
-"""`dreamdoom wm eval`: how well a checkpoint predicts held-out play, against copying the last frame.
+"""`dreamdoom wm eval`: what a player would see of a checkpoint's dream, on held-out play.
 
-- teacher-forced: next frame from K real past frames and the recorded actions; PSNR and SSIM;
-- rollouts: the model feeds on its own latents and follows the recorded actions; PSNR per horizon;
-- action swap: teacher-forced PSNR with the true current action minus PSNR with the opposite one
-  (same noise): positive when the model listens to the player;
-- copy-last-frame baseline for each, the autoencoder's reconstruction PSNR (the ceiling), and a
-  side-by-side real | generated video of the rollouts. Everything goes into report.json.
+Judged on the 3-D view apart from the status bar (PSNR on dark Doom frames rewards grey mush), each
+figure beside calibrators that say what it means:
+
+- copy_last: the last real frame again; floor: a real frame at the same step of another held-out
+  episode (an unrelated picture of the same game); ceiling: the autoencoder's reconstruction (the
+  most any dream on these latents can score); blur: the real frame under a 2-px Gaussian.
+- view: edge correlation (structure), PSNR, SSIM; teacher-forced (one step from real frames) and
+  per rollout horizon (the dream feeding on itself under the recorded actions).
+- status_bar: PSNR of the bar alone.
+- probe: position and angle read off frames by a CNN trained on real training frames (world_model/probe.py).
+- control and stability against the real engine (world_model/control.py), when an engine is given.
+
+Everything goes into report.json, with a contact sheet and a side-by-side video.
 """
 
 from __future__ import annotations
@@ -20,16 +27,22 @@ import torch
 from tqdm import tqdm
 
 from data.actions import ActionSpec
-from data.dataset import Dataset
+from data.dataset import Dataset, DatasetError
 from data.video import write_video
 from data.windows import LatentWindows
-from world_model.autoencoder import to_tensor, to_uint8
+from world_model.autoencoder import to_tensor
 from world_model.checkpoint import check_data_fits, load_world_model
-from world_model.diffusion import ddim_sample
+from world_model.control import EngineFactory, evaluate_control, evaluate_stability
 from world_model.env import autocast_for
-from world_model.metrics import psnr, sharpness, ssim
+from world_model.metrics import edge_corr, gaussian_blur, psnr, sharpness, status_bar, view, view_scores
+from world_model.probe import PLACE_VARIABLES, ProbeConfig, get_probe
+from world_model.report import format_report, write_contact_sheet
+from world_model.rollout import Dreamer, HeldOut
 
-HORIZONS = (1, 8, 32, 64)  # plus the full rollout length
+HORIZONS = (1, 2, 4, 8, 16, 32, 64)  # plus the full rollout length
+SHEET_HORIZONS = (1, 4, 16, 64)
+BLUR_SIGMA = 2.0
+CALIBRATORS = ("copy_last", "floor", "ceiling", "blur")
 
 
 @dataclass
@@ -37,10 +50,16 @@ class EvalArgs:
     ckpt: str
     data: str
     out: str
-    episodes: int = 8  # at most this many held-out episodes
-    transitions: int = 512  # teacher-forced transitions (evenly spread)
+    episodes: int = 12  # at most this many held-out episodes
+    all_episodes: bool = False  # every episode of --data is held out (it was recorded apart from training)
+    transitions: int = 256  # teacher-forced transitions (evenly spread)
     rollouts: int = 8
     horizon: int = 96
+    control_cases: int = 16
+    stability_frames: int = 2000  # about 2 minutes of play at frame_skip 2; 0: skip
+    probe: bool = True
+    probe_data: str | None = None  # dataset whose training split trains the place probe (default: --data)
+    probe_steps: int | None = None  # the probe's training steps (default: ProbeConfig's)
     steps: int | None = None  # DDIM steps (default: the checkpoint's)
     device: str | None = None
     seed: int = 0
@@ -63,207 +82,306 @@ def opposite_actions(actions: torch.Tensor, spec: ActionSpec) -> torch.Tensor:
     return out
 
 
-def evaluate(args: EvalArgs) -> dict:
+def load_heldout(ds: Dataset, refs, ck, device: torch.device, limit: int) -> HeldOut:
+    """Read up to `limit` held-out episodes of 2+ frames; their latents are encoded when first needed."""
+    frames, actions, place, starts, lengths, metas, manifests = ([] for _ in range(7))
+    n = 0
+    for ref, ep in ds.iter_episodes(refs):
+        if len(ep) < 2:
+            continue
+        frames.append(ep.frames)
+        actions.append(torch.from_numpy(ep.actions.astype(np.int64)))
+        place.append(ep.variables[:, [ep.variable_names.index(v) for v in PLACE_VARIABLES]])
+        starts.append(n)
+        lengths.append(len(ep))
+        metas.append(ep.meta)
+        manifests.append(ds.shards[ref.shard])
+        n += len(ep)
+        if len(frames) == limit:
+            break
+    if not frames:
+        raise DatasetError(f"{ds.root}: no readable held-out episode with 2 or more frames")
+
+    @torch.no_grad()
+    def encode(x: np.ndarray) -> torch.Tensor:
+        with autocast_for(device):
+            return ck.ae.encode(to_tensor(x, device)).float().cpu()
+
+    all_act = torch.cat(actions)
+    c, (h, w) = ck.dit_cfg.latent_channels, ck.dit_cfg.latent_size
+    windows = LatentWindows(
+        torch.zeros((n, c, h, w)),
+        all_act,
+        torch.tensor(starts),
+        torch.tensor(lengths),
+        torch.arange(len(frames)),
+        ck.dit_cfg.context_len,
+        ds.action_spec.noop(),
+    )
+    return HeldOut(
+        np.concatenate(frames),
+        all_act,
+        np.concatenate(place),
+        starts,
+        lengths,
+        metas,
+        manifests,
+        encode,
+        windows,
+    )
+
+
+class _Scores:
+    """Per-sample figures of one comparison, kept until they are averaged."""
+
+    def __init__(self):
+        self.values: dict[str, list[np.ndarray]] = {}
+
+    def add(self, name: str, v: np.ndarray) -> None:
+        self.values.setdefault(name, []).append(np.asarray(v, np.float64))
+
+    def mean(self, name: str) -> float:
+        return float(np.concatenate(self.values[name]).mean()) if name in self.values else float("nan")
+
+
+def _score_view(sc: _Scores, prefix: str, pred, real, prev, floor, recon) -> None:
+    """View edge_corr/psnr/ssim of the model and every calibrator, and the status bar's PSNR."""
+    for who, frames in (
+        ("model", pred),
+        ("copy_last", prev),
+        ("floor", floor),
+        ("ceiling", recon),
+        ("blur", gaussian_blur(real, BLUR_SIGMA)),
+    ):
+        if frames is None:
+            continue
+        for metric, v in view_scores(frames, real).items():
+            sc.add(f"{prefix}{metric}/{who}", v)
+        if who in ("model", "copy_last", "ceiling"):
+            sc.add(f"{prefix}bar_psnr/{who}", psnr(status_bar(frames), status_bar(real)))
+
+
+def _table(sc: _Scores, prefix: str, metric: str) -> dict[str, float]:
+    return {
+        who: sc.mean(f"{prefix}{metric}/{who}")
+        for who in ("model", *CALIBRATORS)
+        if f"{prefix}{metric}/{who}" in sc.values
+    }
+
+
+def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dict:
     t_start = time.time()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ck = load_world_model(args.ckpt, device)
     ds = Dataset(args.data)
     check_data_fits(ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ckpt))
-    _, held_refs = ds.split(ck.train.heldout_fraction)
+    train_refs, held_refs = ds.split(ck.train.heldout_fraction)
+    if args.all_episodes:
+        held_refs, train_refs = list(ds.episodes), []
     if not held_refs:
-        raise ValueError(f"{args.data}: no held-out episodes (the dataset needs at least two episodes)")
+        raise DatasetError(f"{args.data}: no held-out episodes (the dataset needs at least two episodes)")
     steps = args.steps or ck.diffusion.sampling_steps
-    k, buckets = ck.dit_cfg.context_len, ck.dit_cfg.noise_buckets
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
 
-    # Held-out episodes: real frames, actions, and their latents (encoded once).
-    frames, actions, latents, starts, lengths = [], [], [], [], []
-    n = 0
-    for _, ep in ds.iter_episodes(held_refs[: args.episodes]):
-        if len(ep) < 2:
-            continue
-        with torch.no_grad(), autocast_for(device):
-            z = torch.cat(
-                [
-                    ck.ae.encode(to_tensor(ep.frames[i : i + args.batch], device)).float().cpu()
-                    for i in range(0, len(ep), args.batch)
-                ]
-            )
-        frames.append(ep.frames)
-        actions.append(torch.from_numpy(ep.actions.astype(np.int64)))
-        latents.append(z)
-        starts.append(n)
-        lengths.append(len(ep))
-        n += len(ep)
-    if not frames:
-        raise ValueError(f"{args.data}: no readable held-out episode with 2 or more frames")
-    all_frames = np.concatenate(frames)  # (N, H, W, 3)
-    all_lat = torch.cat(latents)  # (N, C, h, w)
-    windows = LatentWindows(
-        all_lat,
-        torch.cat(actions),
-        torch.tensor(starts),
-        torch.tensor(lengths),
-        torch.arange(len(frames)),
-        k,
-        ds.action_spec.noop(),
-    )
+    def lap(name: str, since: float) -> float:
+        now = time.time()
+        timing[name] = round(now - since, 1)
+        return now
 
-    def predict(context: torch.Tensor, acts: torch.Tensor, seed: int) -> torch.Tensor:
-        gen = torch.Generator(device=device).manual_seed(seed)
-        noise = torch.randn((len(context), *all_lat.shape[1:]), generator=gen, device=device)
-        with torch.no_grad(), autocast_for(device):
-            return ddim_sample(
-                ck.dit,
-                context.to(device),
-                acts.to(device),
-                steps,
-                ck.diffusion,
-                buckets,
-                noise=noise,
-                generator=gen,
-            ).float()
+    held = load_heldout(ds, held_refs, ck, device, args.episodes)
+    t = lap("load", t_start)
+    dreamer = Dreamer(ck, device, steps)
+    k = ck.dit_cfg.context_len
 
-    def decode(z: torch.Tensor) -> np.ndarray:
-        with torch.no_grad(), autocast_for(device):
-            return to_uint8(ck.ae.decode(z.to(device)))
+    probe, probe_info = None, {"skipped": "--no-probe"}
+    if args.probe:
+        probe_ds = Dataset(args.probe_data) if args.probe_data else ds
+        probe_train = probe_ds.split(ck.train.heldout_fraction)[0] if args.probe_data else train_refs
+        if probe_train:
+            cfg = ProbeConfig(steps=args.probe_steps) if args.probe_steps else ProbeConfig()
+            probe, probe_info = get_probe(probe_ds, probe_train, cfg)
+        else:
+            probe_info = {
+                "skipped": "no training episodes to fit it on (give --probe-data with --all-episodes)"
+            }
+    t = lap("probe", t)
 
-    # Teacher-forced next frame, the action swap, and the copy-last-frame baseline.
+    # Teacher-forced: one step from real frames, under the recorded and the opposite current action.
+    windows = held.windows
     which = torch.linspace(0, len(windows) - 1, min(args.transitions, len(windows))).round().long().unique()
-    tf: dict[str, list] = {
-        k: []
-        for k in ("psnr", "ssim", "copy_psnr", "copy_ssim", "recon_psnr", "swap_psnr", "sharp", "recon_sharp")
-    }
+    sc = _Scores()
     for i in tqdm(range(0, len(which), args.batch), desc="eval teacher-forced"):
         w = which[i : i + args.batch]
-        target_idx = windows.targets[w]
-        _, context, acts = windows.gather(w)
-        real, prev = all_frames[target_idx.numpy()], all_frames[target_idx.numpy() - 1]
-        seed = args.seed + i
-        pred = decode(predict(context, acts, seed))
+        idx = windows.targets[w].numpy()
+        context, acts = held.context(windows.targets[w])
+        real, prev = held.frames[idx], held.frames[idx - 1]
+        pred = dreamer.decode(dreamer.predict(context, acts, args.seed + i))
         swapped = acts.clone()
         swapped[:, k] = opposite_actions(acts[:, k], ds.action_spec)
-        pred_swap = decode(predict(context, swapped, seed))
-        tf["psnr"].append(psnr(pred, real))
-        tf["ssim"].append(ssim(pred, real))
-        tf["copy_psnr"].append(psnr(prev, real))
-        tf["copy_ssim"].append(ssim(prev, real))
-        recon = decode(all_lat[target_idx])
-        tf["recon_psnr"].append(psnr(recon, real))
-        real_sharp = sharpness(real)
-        tf["sharp"].append(sharpness(pred) / real_sharp)
-        tf["recon_sharp"].append(sharpness(recon) / real_sharp)
-        tf["swap_psnr"].append(psnr(pred_swap, real))
-    tf = {key: np.concatenate(v) for key, v in tf.items()}
+        pred_swap = dreamer.decode(dreamer.predict(context, swapped, args.seed + i))
+        recon = dreamer.decode(held.latents_at(idx))
+        floor = held.other_episode_frames(idx) if len(held.starts) > 1 else None
+        _score_view(sc, "tf/", pred, real, prev, floor, recon)
+        for metric, v in view_scores(pred_swap, real).items():
+            sc.add(f"tf/{metric}/swap", v)
+        rs = sharpness(view(real))
+        sc.add("tf/sharpness/model", sharpness(view(pred)) / rs)
+        sc.add("tf/sharpness/ceiling", sharpness(view(recon)) / rs)
+    t = lap("teacher_forced", t)
 
-    # Autoregressive rollouts that follow the recorded actions, from real context.
-    horizon = min(args.horizon, max(lengths) - 1)
-    long_eps = [e for e, length in enumerate(lengths) if length > horizon]
+    # Rollouts: the dream feeds on itself under the recorded actions, from real context.
+    horizon = min(args.horizon, max(held.lengths) - 1)
+    long_eps = [e for e, n in enumerate(held.lengths) if n > horizon]
     per_ep = -(-args.rollouts // len(long_eps))
-    starts_r, firsts_r = [], []
+    starts_r = []
     for j in range(args.rollouts):
         e = long_eps[j % len(long_eps)]
-        hi = lengths[e] - 1 - horizon  # the last start with a real frame `horizon` steps later
+        hi = held.lengths[e] - 1 - horizon  # the last start with a real frame `horizon` steps later
         lo = min(k - 1, hi)
-        starts_r.append(starts[e] + lo + (hi - lo) * (j // len(long_eps)) // per_ep)
-        firsts_r.append(starts[e])
-    r = len(starts_r)
-    start_idx = torch.tensor(starts_r)  # (R,) frame each rollout starts from (its last real context frame)
-    ep_first = torch.tensor(firsts_r)  # (R,)
-    ctx_idx = torch.maximum(start_idx[:, None] + torch.arange(-k + 1, 1), ep_first[:, None])  # (R, K)
-    context = all_lat[ctx_idx]  # (R, K, C, h, w)
-    acts_all = windows.actions
-    noop = torch.as_tensor(ds.action_spec.noop())
-    act_idx = start_idx[:, None] + torch.arange(-k, 0)  # (R, K) actions that led into the context frames
-    led_in = torch.where((act_idx >= ep_first[:, None])[..., None], acts_all[act_idx.clamp_min(0)], noop)
-    roll_psnr, copy_psnr, roll_sharp = (np.zeros((r, horizon)) for _ in range(3))
-    video = []
-    first_real = all_frames[start_idx.numpy()]
-    for h in tqdm(range(1, horizon + 1), desc="eval rollouts"):
-        current = acts_all[start_idx + h - 1]  # (R, fields), taken at the previous frame
-        acts = torch.cat([led_in, current[:, None]], dim=1)  # (R, K+1, fields)
-        z = predict(context, acts, args.seed + 10_000 + h).cpu()  # (R, C, h, w)
-        gen_frames = decode(z)
-        real = all_frames[(start_idx + h).numpy()]
-        roll_psnr[:, h - 1] = psnr(gen_frames, real)
-        copy_psnr[:, h - 1] = psnr(first_real, real)
-        roll_sharp[:, h - 1] = sharpness(gen_frames) / sharpness(real)
-        video.append(
-            np.concatenate([np.concatenate([real[i], gen_frames[i]], axis=1) for i in range(min(r, 2))])
-        )
-        context = torch.cat([context[:, 1:], z[:, None]], dim=1)
-        led_in = torch.cat([led_in[:, 1:], current[:, None]], dim=1)
-
-    fps = 35.0 / ds.manifest.frame_skip
-    hs_png = sorted({1, 8, 32, 64, horizon})
-    write_video(video, out / "side_by_side.mp4", fps=fps, scale=2)
-    _write_strip(video, all_frames.shape[1], out / "side_by_side.png", [h for h in hs_png if h <= horizon])
-
+        # spread over the episode, away from its start, where every episode shows the same room
+        starts_r.append(held.starts[e] + lo + (hi - lo) * (2 * (j // len(long_eps)) + 1) // (2 * per_ep))
+    start = torch.tensor(starts_r)  # (R,) each rollout's last real context frame
+    context, led_in = held.start_context(start)
+    acts = held.actions[start[:, None] + torch.arange(horizon)]  # (R, H, fields)
     hs = sorted({h for h in (*HORIZONS, horizon) if h <= horizon})
+    first_real = held.frames[start.numpy()]
+    rsc, video, sheet, probe_err = _Scores(), [], {}, {}
+    for h, gen in enumerate(
+        tqdm(dreamer.rollout(context, led_in, acts, args.seed + 10_000), total=horizon, desc="eval rollouts"),
+        start=1,
+    ):
+        idx = (start + h).numpy()
+        real = held.frames[idx]
+        video.append(np.concatenate([np.concatenate([real[i], gen[i]], 1) for i in range(min(len(gen), 2))]))
+        if h not in hs:
+            rsc.add("curve", edge_corr_view(gen, real))
+            continue
+        floor = held.other_episode_frames(idx) if len(held.starts) > 1 else None
+        _score_view(rsc, f"{h}/", gen, real, first_real, floor, dreamer.decode(held.latents_at(idx)))
+        rsc.add("curve", rsc.values[f"{h}/edge_corr/model"][-1])
+        sheet[h] = (real[0], gen[0], float(rsc.values[f"{h}/edge_corr/model"][-1][0]))
+        if probe is not None:
+            truth = held.place[idx]
+            probe_err[h] = {
+                who: probe.errors(frames, truth)
+                for who, frames in (("model", gen), ("real", real), ("copy_last", first_real))
+            }
+    t = lap("rollouts", t)
+
+    view_floor = sc.mean("tf/edge_corr/floor")  # an unrelated real frame, over the whole of the episodes
+    fps = 35.0 / ds.manifest.frame_skip
+    control: dict = {"skipped": "no engine (wm eval runs it through the dreamdoom command)"}
+    stability: dict = dict(control)
+    if engine_factory is not None:
+        engines = {}
+        for e, (meta, manifest) in enumerate(zip(held.metas, held.manifests)):
+            engine = engine_factory(meta, manifest)
+            if engine is not None:
+                engines[e] = engine
+        control = _guarded(
+            "control",
+            lambda: evaluate_control(
+                dreamer, held, probe, engines, ds.action_spec, args.control_cases, args.seed
+            ),
+        )
+        t = lap("control", t)
+        if args.stability_frames:
+            stability = _guarded(
+                "stability",
+                lambda: evaluate_stability(
+                    dreamer,
+                    held,
+                    engines,
+                    ds.action_spec,
+                    args.stability_frames,
+                    float(view_floor),
+                    fps,
+                    args.seed + 20_000,
+                ),
+            )
+            t = lap("stability", t)
+        else:
+            stability = {"skipped": "--stability-frames 0"}
+    samples = stability.pop("_samples", [])
+
+    video_path = out / "side_by_side.mp4"
+    write_video(video, video_path, fps=fps, scale=2)
+    sheet_path = out / "contact_sheet.png"
     report = {
         "checkpoint": str(args.ckpt),
         "step": ck.step,
         "data": str(args.data),
         "sampling_steps": steps,
-        "heldout_episodes": len(frames),
-        "heldout_frames": int(n),
-        "teacher_forced": {
-            "transitions": int(len(which)),
-            "psnr": float(tf["psnr"].mean()),
-            "ssim": float(tf["ssim"].mean()),
-            "copy_last_psnr": float(tf["copy_psnr"].mean()),
-            "copy_last_ssim": float(tf["copy_ssim"].mean()),
-            "autoencoder_psnr": float(tf["recon_psnr"].mean()),
-            # sharpness of prediction and reconstruction over the real frame's (1: as sharp, below: blurrier)
-            "sharpness": float(tf["sharp"].mean()),
-            "autoencoder_sharpness": float(tf["recon_sharp"].mean()),
+        "heldout_episodes": len(held.starts),
+        "heldout_frames": int(len(held.frames)),
+        "view": {
+            "rows": [0, view(held.frames[:1]).shape[1]],
+            "teacher_forced": {
+                "transitions": int(len(which)),
+                **{
+                    m: {**_table(sc, "tf/", m), "opposite_action": sc.mean(f"tf/{m}/swap")}
+                    for m in ("edge_corr", "psnr", "ssim")
+                },
+                "sharpness": {
+                    "model": sc.mean("tf/sharpness/model"),
+                    "ceiling": sc.mean("tf/sharpness/ceiling"),
+                },
+            },
+            "rollout": {
+                "rollouts": len(starts_r),
+                "horizon": horizon,
+                **{m: {str(h): _table(rsc, f"{h}/", m) for h in hs} for m in ("edge_corr", "psnr", "ssim")},
+                "edge_corr_curve": [float(x) for x in np.stack(rsc.values["curve"]).mean(1)],
+            },
+        },
+        "status_bar": {
+            "rows": [
+                int(held.frames.shape[1] - status_bar(held.frames[:1]).shape[1]),
+                int(held.frames.shape[1]),
+            ],
+            "teacher_forced": {"psnr": _table(sc, "tf/", "bar_psnr")},
+            "rollout": {"psnr": {str(h): _table(rsc, f"{h}/", "bar_psnr") for h in hs}},
         },
         "action_swap": {
-            "psnr_true_action": float(tf["psnr"].mean()),
-            "psnr_opposite_action": float(tf["swap_psnr"].mean()),
-            "delta_db": float((tf["psnr"] - tf["swap_psnr"]).mean()),
+            "edge_corr_delta": sc.mean("tf/edge_corr/model") - sc.mean("tf/edge_corr/swap"),
+            "psnr_delta_db": sc.mean("tf/psnr/model") - sc.mean("tf/psnr/swap"),
         },
-        "rollout": {
-            "rollouts": r,
-            "horizon": horizon,
-            "psnr": {str(h): float(roll_psnr[:, h - 1].mean()) for h in hs},
-            "copy_last_psnr": {str(h): float(copy_psnr[:, h - 1].mean()) for h in hs},
-            "sharpness": {str(h): float(roll_sharp[:, h - 1].mean()) for h in hs},
-            "psnr_curve": [float(x) for x in roll_psnr.mean(0)],
-        },
-        "video": str(out / "side_by_side.mp4"),
-        "seconds": time.time() - t_start,
+        "probe": _probe_block(probe_info, probe_err),
+        "control": control,
+        "stability": stability,
+        "video": str(video_path),
+        "contact_sheet": str(sheet_path),
+        "timing_s": timing,
     }
+    write_contact_sheet(report, sheet, samples, sheet_path, [h for h in SHEET_HORIZONS if h in sheet])
+    report["seconds"] = round(time.time() - t_start, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def _write_strip(video: list[np.ndarray], height: int, path: Path, horizons: list[int]) -> None:
-    """The first rollout's real | generated frames at a few horizons, one row each, in one small PNG."""
-    import imageio.v2 as imageio
+def _guarded(name: str, run) -> dict:
+    """Run an engine-backed block; if the engine fails (a crashed VizDoom), report it and go on."""
+    try:
+        return run()
+    except Exception as e:  # noqa: BLE001 (the engine's errors are its own classes; the report says which)
+        print(f"wm eval: {name} failed, the engine said: {type(e).__name__}: {e}")
+        return {"failed": f"{type(e).__name__}: {e}"}
 
-    imageio.imwrite(path, np.concatenate([video[h - 1][:height] for h in horizons], axis=0))
+
+def edge_corr_view(pred: np.ndarray, real: np.ndarray) -> np.ndarray:
+    return edge_corr(view(pred), view(real))
 
 
-def format_report(report: dict) -> str:
-    """The report as a small table: the model beside the copy-last-frame baseline."""
-    tf, ro, sw = report["teacher_forced"], report["rollout"], report["action_swap"]
-    row = "{:28}{:10.2f}{:11.2f}{:11.2f}".format
-    lines = [
-        f"{report['checkpoint']} (step {report['step']}) on {report['heldout_episodes']} held-out episodes "
-        f"({report['heldout_frames']:,} frames), {report['sampling_steps']} DDIM steps",
-        f"{'':28}{'model':>10}{'copy last':>11}{'sharpness':>11}",
-        row("teacher-forced PSNR (dB)", tf["psnr"], tf["copy_last_psnr"], tf["sharpness"]),
-        f"{'teacher-forced SSIM':28}{tf['ssim']:10.3f}{tf['copy_last_ssim']:11.3f}",
-    ]
-    for h, v in ro["psnr"].items():
-        lines.append(row(f"rollout PSNR, h={h}", v, ro["copy_last_psnr"][h], ro["sharpness"][h]))
-    lines += [
-        f"autoencoder PSNR {tf['autoencoder_psnr']:.2f} dB, sharpness {tf['autoencoder_sharpness']:.2f}; "
-        f"action swap {sw['delta_db']:+.2f} dB ({sw['psnr_true_action']:.2f} true, "
-        f"{sw['psnr_opposite_action']:.2f} opposite)",
-        f"{ro['rollouts']} rollouts; sharpness is the prediction's over the real frame's (below 1: blurrier)",
-        f"report: {Path(report['video']).parent / 'report.json'}; video: {report['video']}",
-    ]
-    return "\n".join(lines)
+def _probe_block(info: dict, err: dict) -> dict:
+    if not err:
+        return info
+    out = {"training": info, "position_error": {}, "angle_error_deg": {}}
+    for h, by in err.items():
+        out["position_error"][str(h)] = {who: float(np.mean(d)) for who, (d, _) in by.items()}
+        out["angle_error_deg"][str(h)] = {who: float(np.mean(a)) for who, (_, a) in by.items()}
+    return out
+
+
+__all__ = ["EvalArgs", "evaluate", "format_report", "opposite_actions"]

@@ -1,0 +1,156 @@
+"""wm eval's report for people: a table led by the view's structure, and contact sheets with numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data.video import upscale
+
+COLUMNS = ("model", "copy_last", "floor", "ceiling", "blur")
+
+
+def _row(label: str, d: dict, fmt: str) -> str:
+    cells = "".join(
+        f"{format(d[c], fmt):>11}" if c in d and np.isfinite(d[c]) else f"{'':>11}" for c in COLUMNS
+    )
+    return f"  {label:26}{cells}"
+
+
+def format_report(report: dict) -> str:
+    """The report as a small table: every figure beside copy-last, floor, ceiling and blur."""
+    v, bar = report["view"], report["status_bar"]
+    tf, ro = v["teacher_forced"], v["rollout"]
+    r0, r1 = v["rows"]
+    lines = [
+        f"{report['checkpoint']} (step {report['step']}) on {report['heldout_episodes']} held-out episodes "
+        f"({report['heldout_frames']:,} frames), {report['sampling_steps']} sampling steps, "
+        f"{tf['transitions']} transitions, {ro['rollouts']} rollouts",
+        f"3-D view (rows {r0}-{r1 - 1}); floor: a real frame of another episode; ceiling: the autoencoder",
+        f"  {'':26}" + "".join(f"{c.replace('_', ' '):>11}" for c in COLUMNS),
+    ]
+    for metric, title, fmt in (
+        ("edge_corr", "edge correlation", ".3f"),
+        ("psnr", "PSNR (dB)", ".2f"),
+        ("ssim", "SSIM", ".3f"),
+    ):
+        lines.append(f"view {title}")
+        lines.append(_row("teacher-forced", tf[metric], fmt))
+        lines += [_row(f"rollout h={h}", d, fmt) for h, d in ro[metric].items()]
+    lines.append("status bar PSNR (dB)")
+    lines.append(_row("teacher-forced", bar["teacher_forced"]["psnr"], ".2f"))
+    last = list(bar["rollout"]["psnr"])[-1]
+    lines.append(_row(f"rollout h={last}", bar["rollout"]["psnr"][last], ".2f"))
+    sw = report["action_swap"]
+    lines.append(
+        f"opposite current action, teacher-forced: edge correlation {tf['edge_corr']['opposite_action']:.3f} "
+        f"(delta {sw['edge_corr_delta']:+.3f}), PSNR delta {sw['psnr_delta_db']:+.2f} dB; "
+        f"sharpness {tf['sharpness']['model']:.2f} (ceiling {tf['sharpness']['ceiling']:.2f})"
+    )
+    lines += _probe_lines(report["probe"]) + _control_lines(report["control"], report["stability"])
+    timing = ", ".join(f"{k} {s:.0f} s" for k, s in report.get("timing_s", {}).items())
+    lines.append(f"took {report.get('seconds', 0):.0f} s ({timing})")
+    lines.append(
+        f"report: {Path(report['video']).parent / 'report.json'}; sheet: {report['contact_sheet']}; "
+        f"video: {report['video']}"
+    )
+    return "\n".join(lines)
+
+
+def _probe_lines(p: dict) -> list[str]:
+    if "skipped" in p:
+        return [f"place probe: skipped ({p['skipped']})"]
+    lines = ["place probe error (real: the probe on the real frames, its own floor)"]
+    lines.append(f"  {'':26}{'model':>11}{'real':>11}{'copy last':>11}")
+    for h in p["position_error"]:
+        pe, ae = p["position_error"][h], p["angle_error_deg"][h]
+        lines.append(
+            f"  {'h=' + h:26}"
+            + "".join(f"{pe[w]:>6.0f} /{ae[w]:>3.0f}" for w in ("model", "real", "copy_last"))
+        )
+    lines.append("  (map units / degrees)")
+    return lines
+
+
+def _control_lines(c: dict, s: dict) -> list[str]:
+    if "skipped" in c or "failed" in c:
+        lines = [f"control: {'skipped' if 'skipped' in c else 'failed'} ({c.get('skipped') or c['failed']})"]
+    else:
+        f = c["counterfactual_fidelity"]
+        lines = [
+            f"control over {c['cases']} cases of {c['steps']} steps "
+            f"(engine replay exact: {c['replay_exact']:.0%}): action response {c['action_response']:+.3f} "
+            f"(edge corr fed recorded {c['edge_corr_fed_recorded']:.3f}, "
+            f"fed counterfactual {c['edge_corr_fed_counterfactual']:.3f})",
+            f"  counterfactual fidelity {f['model']:.3f} (engine's recorded path {f['engine_recorded']:.3f}, "
+            f"copy last {f['copy_last']:.3f})",
+        ]
+        ts = c.get("turn_sign")
+        if ts and ts.get("cases"):
+            lines.append(
+                f"  turn sign agrees with the engine in {ts['model']:.0%} of {ts['cases']} turns "
+                f"(the probe on the engine's frames: {ts['engine_frames']:.0%})"
+            )
+    if "skipped" in s or "failed" in s:
+        lines.append(
+            f"stability: {'skipped' if 'skipped' in s else 'failed'} ({s.get('skipped') or s['failed']})"
+        )
+    else:
+        lost = (
+            "never at the floor for a second"
+            if s["first_lost_frame"] is None
+            else f"at the floor from frame {s['first_lost_frame']} ({s['first_lost_second']:.1f} s), "
+            + ("recovers later" if s["recovered"] else "never recovers")
+        )
+        lines.append(
+            f"stability over {s['frames']} frames ({s['seconds_of_play']:.0f} s): mean edge corr "
+            f"{s['mean_edge_corr']:.3f} (floor {s['floor']:.3f}), "
+            f"{s['share_above_floor']:.0%} above the floor; {lost}"
+        )
+    return lines
+
+
+def _label(draw, xy: tuple[int, int], text: str) -> None:
+    draw.text(xy, text, fill=(255, 255, 255))
+
+
+def write_contact_sheet(
+    report: dict, sheet: dict, samples: list, path: Path, horizons: list[int], scale: int = 2
+) -> None:
+    """Rows of real | dream at the given rollout horizons with their figures under each, then the
+    stability run's engine | dream at a few moments."""
+    from PIL import Image, ImageDraw
+
+    rows: list[tuple[np.ndarray, np.ndarray, str]] = []
+    ec = report["view"]["rollout"]["edge_corr"]
+    ps = report["view"]["rollout"]["psnr"]
+    for h in horizons:
+        real, gen, own = sheet[h]
+        e = ec[str(h)]
+        rows.append(
+            (
+                real,
+                gen,
+                f"h={h}: edge corr {own:.2f} here, mean {e['model']:.2f} "
+                f"(floor {e.get('floor', float('nan')):.2f}, ceiling {e['ceiling']:.2f}); "
+                f"view PSNR {ps[str(h)]['model']:.1f} dB",
+            )
+        )
+    for t, real, gen in samples:
+        rows.append((real, gen, f"stability, frame {t}: engine | dream"))
+    if not rows:
+        return
+    h, w = rows[0][0].shape[:2]
+    th = 14
+    canvas = Image.new("RGB", (2 * w * scale + 4, len(rows) * (h * scale + th + 4) + th), (0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    _label(draw, (2, 1), "real (left) | dream (right)")
+    y = th
+    for real, gen, text in rows:
+        canvas.paste(Image.fromarray(upscale(real, scale)), (0, y))
+        canvas.paste(Image.fromarray(upscale(gen, scale)), (w * scale + 4, y))
+        _label(draw, (2, y + h * scale + 1), text)
+        y += h * scale + th + 4
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, optimize=True)

@@ -350,7 +350,7 @@ def test_cli_errors_are_clear(ckpt, tmp_path, capsys, monkeypatch):
     )
     assert "no.txt: cannot read input script" in capsys.readouterr().err
     assert main(["play", "--ckpt", str(ckpt), "--steps", "99", "--headless"]) == 2
-    assert "--steps 99: sampling_steps must be in" in capsys.readouterr().err
+    assert "--steps: must be at least 1 and at most 8, got 99" in capsys.readouterr().err
 
 
 def test_bench_reports_each_step_count(ckpt, capsys):

@@ -20,13 +20,14 @@ import torch
 from tqdm import tqdm
 
 from data.actions import ActionSpec
+from data.cli_args import arg
 from data.dataset import Dataset
 from data.video import write_video
 from data.windows import LatentWindows
 from world_model.autoencoder import to_tensor, to_uint8
 from world_model.checkpoint import check_data_fits, load_world_model
 from world_model.diffusion import ddim_sample
-from world_model.env import autocast_for
+from world_model.env import MAX_SAMPLING_STEPS, autocast_for
 from world_model.metrics import psnr, sharpness, ssim
 
 HORIZONS = (1, 8, 32, 64)  # plus the full rollout length
@@ -34,17 +35,17 @@ HORIZONS = (1, 8, 32, 64)  # plus the full rollout length
 
 @dataclass
 class EvalArgs:
-    ckpt: str
-    data: str
-    out: str
-    episodes: int = 8  # at most this many held-out episodes
-    transitions: int = 512  # teacher-forced transitions (evenly spread)
-    rollouts: int = 8
-    horizon: int = 96
-    steps: int | None = None  # DDIM steps (default: the checkpoint's)
-    device: str | None = None
-    seed: int = 0
-    batch: int = 64
+    ckpt: str = arg(help="world-model checkpoint folder")
+    data: str = arg(help="dataset folder (its held-out episodes are used)")
+    out: str = arg(help="report folder: report.json + side_by_side.mp4")
+    episodes: int = arg(8, "at most this many held-out episodes", ge=1)
+    transitions: int = arg(512, "teacher-forced transitions (evenly spread)", ge=1)
+    rollouts: int = arg(8, "autoregressive rollouts", ge=1)
+    horizon: int = arg(96, "rollout length in frames", ge=1)
+    steps: int | None = arg(None, "DDIM steps (default: the checkpoint's)", ge=1, le=MAX_SAMPLING_STEPS)
+    device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
+    seed: int = arg(0, "seed of the sampler", ge=0)
+    batch: int = arg(64, "frames encoded at once", ge=1)
 
 
 def opposite_actions(actions: torch.Tensor, spec: ActionSpec) -> torch.Tensor:

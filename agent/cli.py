@@ -78,6 +78,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         from data.cli_args import check_device
 
         check_device(cfg.device)
+    from agent.policy_io import POLICY_NAME
+
+    policy = Path(run.out) / POLICY_NAME
+    if policy.exists() and not run.resume:
+        raise UsageError(
+            f"--out {run.out}: {policy} exists: pass --resume to continue that run, or choose another --out"
+        )
+    if run.resume and not policy.exists():
+        raise UsageError(f"--resume: nothing to resume in {run.out} (no {policy})")
     cfg.batch_size = min(cfg.batch_size, cfg.n_steps * cfg.envs)
     from agent.ppo import main
 

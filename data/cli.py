@@ -14,16 +14,17 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # what ffmpeg writes H.264 in
 SEARCH_DEPTH = 3  # folder levels under a dataset root searched for a shard before saying "not a dataset"
 
 
-def dataset_folder(path: str, option: str = "PATH") -> str:
+def dataset_folder(path: str, option: str = "") -> str:
     """`path` if a dataset can be there: a folder with a shard (manifest.json) within SEARCH_DEPTH levels.
 
     Looks level by level and stops at the first level that holds a shard, so an unrelated tree (a home
     folder, a repository) is refused after a few folders instead of being walked to the end."""
     root = Path(path)
+    option = f"{option} " if option else ""
     if not root.exists():
-        raise UsageError(f"{option} {path}: no such folder")
+        raise UsageError(f"{option}{path}: no such folder")
     if not root.is_dir():
-        raise UsageError(f"{option} {path}: a file, not a dataset folder")
+        raise UsageError(f"{option}{path}: a file, not a dataset folder")
     level = [root]
     for _ in range(SEARCH_DEPTH + 1):
         if any((folder / MANIFEST_NAME).is_file() for folder in level):
@@ -36,7 +37,7 @@ def dataset_folder(path: str, option: str = "PATH") -> str:
                 continue
         level = nxt
     raise UsageError(
-        f"{option} {path}: not a dataset (no {MANIFEST_NAME} in it or in its subfolders "
+        f"{option}{path}: not a dataset (no {MANIFEST_NAME} in it or in its subfolders "
         f"{SEARCH_DEPTH} levels down); collect one with `dreamdoom collect --out {path}`"
     )
 

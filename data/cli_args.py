@@ -69,17 +69,23 @@ class UsageError(ValueError):
     the message names the option."""
 
 
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def bound_error(value: float, ge=None, gt=None, le=None) -> str | None:
     """Why `value` is outside the bounds, or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value}"
-    low = f"at least {ge:g}" if ge is not None else f"more than {gt:g}" if gt is not None else None
+    low = f"at least {_num(ge)}" if ge is not None else f"more than {_num(gt)}" if gt is not None else None
     too_low = (ge is not None and value < ge) or (gt is not None and value <= gt)
     too_high = le is not None and value > le
     if too_low or too_high:
         if low and le is not None:
-            return f"must be {low} and at most {le:g}, got {value:g}"
-        return f"must be {low}, got {value:g}" if low else f"must be at most {le:g}, got {value:g}"
+            return f"must be {low} and at most {_num(le)}, got {_num(value)}"
+        return (
+            f"must be {low}, got {_num(value)}" if low else f"must be at most {_num(le)}, got {_num(value)}"
+        )
     return None
 
 
@@ -195,12 +201,15 @@ class Parser(argparse.ArgumentParser):
 
     `options` returns the dataclasses the command's options come from."""
 
+    command_prog = ""  # the command whose options were loaded last: where `--help` lists them
+
     def __init__(self, *args, options: Callable[[], Sequence[type]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._options = options
 
     def load_options(self) -> None:
         if self._options is not None:
+            Parser.command_prog = self.prog
             load, self._options = self._options, None
             for cls in load():
                 add_options(self, cls)
@@ -215,7 +224,8 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         message = message.removeprefix("argument ")
-        hint = f" (`{self.prog} --help` lists them)" if "unrecognized arguments" in message else ""
+        where = Parser.command_prog or self.prog
+        hint = f" (`{where} --help` lists the options)" if "unrecognized arguments" in message else ""
         print(f"{self.prog}: {message}{hint}", file=sys.stderr)
         sys.exit(2)
 

@@ -128,7 +128,7 @@ def dataset_context(
     """The first k frames and actions of a dataset episode, checked against the model size and contract."""
     ds = Dataset(path, action_spec)
     if not 0 <= episode < len(ds):
-        raise DatasetError(f"{path}: episode {episode} out of range (dataset has {len(ds)})")
+        raise DatasetError(f"--start-episode {episode}: out of range ({path} has {len(ds)} episodes)")
     ref = ds.episodes[episode]
     ep = ds.load(ref)
     if len(ep) < k:

@@ -380,3 +380,16 @@ def test_recording_cuts_where_the_real_game_ends(ckpt, tmp_path):
     # shifted to the next step, which would leave a 0 at the start of an episode).
     assert all(np.all(ep.rewards == -1.0 * engine.frame_skip) for _, ep in real.iter_episodes())
     assert sorted(len(ep) for _, ep in Dataset(tmp_path / "dream").iter_episodes()) == sorted(lengths)
+
+
+def test_hud_of_the_first_frame_shows_no_nan_or_inf(ckpt, engine):
+    from play.window import hud_lines
+
+    session = model_session(ckpt, engine, mirror=True)
+    first = " | ".join(hud_lines(session, 0.0, 17.5))
+    assert "nan" not in first and "inf" not in first
+    assert "model    -- ms" in first and "mirror PSNR -- (from the first step)" in first
+    session.step(SPEC.noop())
+    after = " | ".join(hud_lines(session, 17.5, 17.5))
+    assert "nan" not in after and "mirror PSNR" in after and "over 1" in after
+    session.close()

@@ -188,7 +188,9 @@ def _run_bench(args: PlayArgs, session) -> int:
     session.close()
     label = "engine" if args.engine else str(args.ckpt or DEFAULT_CKPT)
     print(
-        json.dumps(results, indent=2) if args.json else format_bench(results, session.backend.device, label)
+        json.dumps(results, indent=2)
+        if args.json
+        else format_bench(results, str(session.backend.device), label)
     )
     return 0
 

@@ -35,6 +35,8 @@ class EngineBackend:
     """VizDoom with the play face; frames are resized to `size` (W, H) where the model and engine differ."""
 
     context_len = 1
+    sampling_steps = None  # the engine renders; it has no denoising steps
+    device = "cpu"
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class EngineBackend:
         self.reward = 0.0
         self.variables = np.zeros(0, np.float32)
         self.restarts = 0  # episodes the engine ended (death, timeout) and began again on its own
+        self.last_timing: dict[str, float] = {}
 
     def _frame(self, info: dict) -> np.ndarray:
         self.variables = info["variables"].copy()

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pygame
 
-from play.display import Display, RollingTimes
+from play.display import Display
 from play.inputs import InputConfig, InputState
 from play.session import PlaySession
+from play.stats import RollingTimes
 
 TICS_PER_SECOND = 35.0
 HUD_REFRESH_S = 0.25

@@ -296,3 +296,24 @@ def test_a_bug_keeps_its_traceback(monkeypatch, ws):
     monkeypatch.setattr(data.info, "summarize", broken)
     with pytest.raises(ZeroDivisionError):
         main(["data", "info", ws["ds"]])
+
+
+def test_import_structure():
+    """Rolling a policy out never loads the training code, the session no pygame, the pipeline no CLI, and
+    a rejected command line no torch."""
+    code = """
+import sys
+import play.pipeline
+assert "play.cli" not in sys.modules
+import play.session
+assert "pygame" not in sys.modules
+from play.cli import main
+assert main(["collect", "--out", "x", "--frame-skip", "0"]) == 2
+assert main(["data", "view", "d", "--out", "v.mp4", "--scale", "0"]) == 2
+assert "torch" not in sys.modules
+import agent.collect, agent.policy_io
+assert "agent.ppo" not in sys.modules
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

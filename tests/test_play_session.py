@@ -12,9 +12,10 @@ from data.actions import DEFAULT_ACTIONS as SPEC
 from data.dataset import Dataset, DatasetError
 from data.video import read_video
 from play.cli import main
-from play.display import Display, psnr
+from play.display import Display
 from play.engine import EngineBackend, dataset_context
 from play.session import PlaySession
+from play.stats import psnr
 from play.window import GameWindow, WindowConfig
 from world_model.checkpoint import make_untrained_checkpoint
 from world_model.env import WorldModelEnv

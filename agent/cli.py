@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.cli import output_folder
+from data.cli import dataset_folder, output_folder
 from data.cli_args import JsonOutput, UsageError, arg, build
 
 
@@ -42,6 +42,27 @@ def check_resolution(size: tuple[int, int]) -> None:
         raise UsageError(f"--resolution {size[0]}x{size[1]}: VizDoom renders {choices}")
 
 
+def check_fits_dataset(out: str, resolution: tuple[int, int], frame_skip: int, option: str = "--out") -> None:
+    """Episodes added to an existing dataset must match its resolution and frame_skip (shards must agree)."""
+    try:
+        dataset_folder(out)
+    except UsageError:  # not a dataset yet: anything goes
+        return
+    from data.dataset import Dataset
+
+    m = Dataset(out).manifest
+    if tuple(m.resolution) != tuple(resolution):
+        have, want = "x".join(map(str, m.resolution)), "x".join(map(str, resolution))
+        raise UsageError(
+            f"--resolution {want}: {option} {out} holds {have} episodes; choose another {option}"
+        )
+    if m.frame_skip != frame_skip:
+        raise UsageError(
+            f"--frame-skip {frame_skip}: {option} {out} holds episodes of frame_skip {m.frame_skip}; "
+            f"choose another {option}"
+        )
+
+
 def _collect_options() -> tuple[type, ...]:
     from agent.collect import CollectConfig
 
@@ -54,6 +75,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     cfg = build(CollectConfig, args)
     output_folder(cfg.out)
     check_resolution(cfg.resolution)
+    if cfg.record:
+        check_fits_dataset(cfg.out, cfg.resolution, cfg.frame_skip)
     check_policy(cfg.policy)
     return main(cfg)
 
@@ -69,9 +92,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg, run = build(PPOConfig, args), build(RunArgs, args)
     output_folder(run.out)
+    check_resolution(cfg.resolution)
     if run.record:
         output_folder(run.record, "--record")
-    check_resolution(cfg.resolution)
+        check_fits_dataset(run.record, cfg.resolution, cfg.frame_skip, "--record")
     if cfg.n_steps * cfg.envs < 2:
         raise UsageError(f"--n-steps {cfg.n_steps} x --envs {cfg.envs}: a PPO rollout needs at least 2 steps")
     if cfg.device != "auto":

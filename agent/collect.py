@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from agent.env import SCENARIOS, DoomEnv, EnvConfig
 from agent.policies import env_needs, make_policy
-from data.cli_args import arg
+from data.cli_args import MAX_SEED, arg
 from data.dataset import ShardWriter, default_recorder
 from data.episode import EpisodeRecorder
 
@@ -36,7 +36,7 @@ class CollectConfig:
     episodes: int = arg(10, "episodes to play", ge=1)
     workers: int = arg(2, "processes, each writing its own shard", ge=1, le=256)
     # episode i is played with seed (seed, i): reproducible whatever the worker count
-    seed: int = arg(0, "seed of the episodes", ge=0, le=2**31 - 1)
+    seed: int = arg(0, "seed of the episodes", ge=0, le=MAX_SEED)
     max_steps: int = arg(0, "cut episodes at this many steps (0: the scenario's timeout)", ge=0)
     frame_skip: int = arg(2, "tics per recorded frame (35 tics = 1 s)", ge=1, le=35)
     resolution: tuple[int, int] = arg((160, 120), "160x120 or 320x240")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from agent.env import SCENARIOS, EnvConfig
 from agent.reward import RewardConfig
-from data.cli_args import arg
+from data.cli_args import MAX_SEED, arg
 
 
 class PolicyError(ValueError):
@@ -24,7 +24,7 @@ class PPOConfig:
     scenario: str = arg("e1m1", "scenario to train on", choices=sorted(SCENARIOS))
     steps: int = arg(300_000, "agent decisions over all envs (SB3 timesteps; frames = steps x hold)", ge=1)
     envs: int = arg(8, "parallel envs", ge=1, le=256)
-    seed: int = arg(0, "seed of the envs, the action holding and the network", ge=0, le=2**31 - 1)
+    seed: int = arg(0, "seed of the envs, the action holding and the network", ge=0, le=MAX_SEED)
     frame_skip: int = arg(2, "tics per env step (= per recorded frame; 35 tics = 1 s)", ge=1, le=35)
     resolution: tuple[int, int] = arg((160, 120), "native frame size, 160x120 or 320x240")
     obs_size: tuple[int, int] = arg((80, 60), "WIDTHxHEIGHT the policy sees", ge=8, le=640)

@@ -114,6 +114,8 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         bounds = parse_bounds(a.bounds) if a.bounds else None
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if bounds and not (bounds[0] < bounds[2] and bounds[1] < bounds[3]):
+        raise UsageError(f"--bounds {a.bounds}: want xmin < xmax and ymin < ymax")
     cov = coverage_picture(dataset_folder(a.path), a.out, a.cell, a.units_per_pixel, bounds)
     d = cov.to_dict()
     if not a.per_episode:

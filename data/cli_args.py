@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 _MISSING = dataclasses.MISSING
+MAX_SEED = 2**31 - 1  # the largest seed VizDoom and torch both take
 
 
 def arg(

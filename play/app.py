@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.env import SCENARIOS
-from data.cli_args import UsageError, arg, build, check_device
+from data.cli_args import MAX_SEED, UsageError, arg, build, check_device
 from play.display import FILTERS
 from play.session import MAX_STEPS, MIN_STEPS
 
@@ -43,7 +43,7 @@ class PlayArgs:
         group="game",
     )
     skill: int = arg(3, "engine skill", ge=1, le=5, group="game")
-    seed: int = arg(0, "engine episode seed (start context, mirror)", ge=0, le=2**31 - 1, group="game")
+    seed: int = arg(0, "engine episode seed (start context, mirror)", ge=0, le=MAX_SEED, group="game")
     start: str | None = arg(
         None, "start context from a dataset episode instead of the engine", metavar="DATASET", group="game"
     )

@@ -115,6 +115,9 @@ CASES: list[tuple[str, str]] = [
     ("collect --out {run}/c --resolution 100x100", "--resolution 100x100"),
     ("collect --out {run}/c --resolution big", "--resolution"),
     ("collect --out {run}/c --skill 9", "--skill"),
+    ("collect --out {ds} --resolution 320x240", "--resolution 320x240: --out {ds} holds 160x120"),
+    ("collect --out {ds} --frame-skip 4", "--frame-skip 4: --out {ds}"),
+    ("agent train --out {run}/a --record {ds} --frame-skip 4", "--frame-skip 4: --record {ds}"),
     ("collect --out {run}/c --workers 0", "--workers"),
     ("collect --episodes 1", "--out"),
     # agent
@@ -151,6 +154,7 @@ CASES: list[tuple[str, str]] = [
     ("data coverage {ds} --out {run}/c.png --cell 0", "--cell"),
     ("data coverage {ds} --out {run}/c.png --units-per-pixel -1", "--units-per-pixel"),
     ("data coverage {ds} --out {run}/c.png --bounds 1,2", "--bounds"),
+    ("data coverage {ds} --out {run}/c.png --bounds 0,0,0,0", "--bounds 0,0,0,0"),
     ("data coverage {ds} --out {run}", "--out {run}: a folder"),
     ("data coverage {tree} --out {run}/c.png", "{tree}: not a dataset"),
     # wm train
@@ -171,6 +175,7 @@ CASES: list[tuple[str, str]] = [
     (WM_TRAIN + " --device {cuda}", "--device {cuda}"),
     (WM_TRAIN + " --device bogus", "--device 'bogus'"),
     (WM_TRAIN + " --threads -1", "--threads"),
+    (WM_TRAIN + " --seed 99999999999999999999", "--seed"),
     (WM_TRAIN + " --cache {run}", "--cache {run}"),
     ("wm train --data {ds} --ae {ckpt} --out {run}/dit --preset huge", "--preset"),
     ("wm train --data {ds} --out {run}/dit", "--ae"),
@@ -199,6 +204,7 @@ CASES: list[tuple[str, str]] = [
     ("wm bench --ckpt {ckpt} --steps 1,,x", "--steps"),
     ("wm bench --ckpt {ckpt} --steps 0", "--steps"),
     ("wm bench --ckpt {ckpt} --frames 0", "--frames"),
+    ("wm bench --ckpt {ckpt} --seed 99999999999999999999", "--seed"),
     ("wm bench --ckpt {no_ae} --frames 1", "{no_ae}/autoencoder.safetensors"),
     ("wm bench --ckpt {cut_ae} --frames 1", "{cut_ae}/autoencoder.safetensors"),
     ("wm bench --ckpt {ckpt} --out {run}", "--out {run}: a folder"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.cli import dataset_folder, output_file, output_folder
-from data.cli_args import JsonOutput, UsageError, arg, build, check_device
+from data.cli_args import MAX_SEED, JsonOutput, UsageError, arg, build, check_device
 from world_model.config import PRESETS
 
 
@@ -34,7 +34,7 @@ class TrainAEArgs:
     max_frames: int = arg(40000, "at most this many training frames in memory", ge=1)
     heldout: float = arg(0.1, "held-out fraction of episodes", ge=0, le=0.9)
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
-    seed: int = arg(0, "seed of initialisation and crops", ge=0)
+    seed: int = arg(0, "seed of initialisation and crops", ge=0, le=MAX_SEED)
 
 
 @dataclass
@@ -44,7 +44,9 @@ class EncodeArgs:
     out: str = arg(help="cache file (.safetensors)")
     heldout: float = arg(0.1, "held-out fraction of episodes", ge=0, le=0.9)
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
-    seed: int = arg(0, "no effect: encoding is deterministic (kept for scripts that pass it)", ge=0)
+    seed: int = arg(
+        0, "no effect: encoding is deterministic (kept for scripts that pass it)", ge=0, le=MAX_SEED
+    )
 
 
 @dataclass
@@ -54,7 +56,7 @@ class BenchArgs:
     frames: int = arg(100, "timed steps per setting", ge=1)
     out: str | None = arg(None, "also write the JSON here")
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
-    seed: int = arg(0, "seed of the start context and actions", ge=0)
+    seed: int = arg(0, "seed of the start context and actions", ge=0, le=MAX_SEED)
 
 
 def checkpoint_folder(path: str, option: str = "--ckpt") -> str:

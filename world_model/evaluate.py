@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from data.actions import ActionSpec
-from data.cli_args import arg
+from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset
 from data.video import write_video
 from data.windows import LatentWindows
@@ -44,7 +44,7 @@ class EvalArgs:
     horizon: int = arg(96, "rollout length in frames", ge=1)
     steps: int | None = arg(None, "DDIM steps (default: the checkpoint's)", ge=1, le=MAX_SAMPLING_STEPS)
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
-    seed: int = arg(0, "seed of the sampler", ge=0)
+    seed: int = arg(0, "seed of the sampler", ge=0, le=MAX_SEED)
     batch: int = arg(64, "frames encoded at once", ge=1)
 
 

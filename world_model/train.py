@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data.cli_args import arg
+from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset
 from data.windows import LatentWindows
 from world_model.checkpoint import (
@@ -68,7 +68,7 @@ class TrainArgs:
     cache: str | None = arg(None, "latent cache file (default: OUT/latents.safetensors, encoded if missing)")
     compile: bool = arg(False, "torch.compile the DiT")
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
-    seed: int = arg(0, "seed of initialisation and batches", ge=0)
+    seed: int = arg(0, "seed of initialisation and batches", ge=0, le=MAX_SEED)
 
 
 def _dist_setup(device: str | None) -> tuple[int, int, torch.device]:

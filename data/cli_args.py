@@ -43,10 +43,9 @@ def arg(
     metavar: str | None = None,
     nargs: str | None = None,
     group: str | None = None,
-    cli: bool = True,
-    default_factory: Callable[[], Any] | Any = _MISSING,
 ) -> Any:
-    """A dataclass field with its command-line description; no default makes the option required."""
+    """A dataclass field with its command-line description; no default makes the option required.
+    Fields made without `arg` have no command-line form."""
     meta = dict(
         help=help,
         ge=ge,
@@ -58,10 +57,7 @@ def arg(
         metavar=metavar,
         nargs=nargs,
         group=group,
-        cli=cli,
     )
-    if default_factory is not _MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata={"cli": meta})
     return dataclasses.field(default=default, metadata={"cli": meta})
 
 
@@ -143,6 +139,19 @@ def _unwrap_optional(kind: Any) -> Any:
     return kind
 
 
+def _range(meta: dict) -> str:
+    """Bounds as help text: 1..8, >= 0, > 0, <= 1."""
+    low = f"{_num(meta['ge'])}" if meta["ge"] is not None else None
+    if low is not None and meta["le"] is not None:
+        return f"{low}..{_num(meta['le'])}"
+    parts = [
+        f">= {low}" if low is not None else None,
+        f"> {_num(meta['gt'])}" if meta["gt"] is not None else None,
+    ]
+    parts.append(f"<= {_num(meta['le'])}" if meta["le"] is not None else None)
+    return ", ".join(p for p in parts if p)
+
+
 def _show(default: Any) -> str:
     if isinstance(default, tuple):
         return "x".join(map(str, default)) if len(default) == 2 else ",".join(map(str, default))
@@ -155,24 +164,25 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     groups: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         meta = f.metadata.get("cli")
-        if meta is None or not meta["cli"]:
+        if meta is None:
             continue
         target = parser
         if meta["group"]:
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         kind = _unwrap_optional(hints[f.name])
-        required = f.default is _MISSING and f.default_factory is _MISSING
-        default = None if required else f.default if f.default is not _MISSING else f.default_factory()
+        required = f.default is _MISSING
+        default = None if required else f.default
         help_text = meta["help"]
         if kind is bool:
             flag = meta["flag"] or ("--no-" if default else "--") + f.name.replace("_", "-")
             action = "store_false" if default else "store_true"
             target.add_argument(flag, dest=f.name, action=action, default=default, help=help_text)
             continue
-        if default not in (None, "", ()) and not isinstance(default, bool):
-            help_text = (
-                f"{help_text} (default {_show(default)})" if help_text else f"default {_show(default)}"
-            )
+        notes = [f"default {_show(default)}"] if default not in (None, "", ()) else []
+        if meta["ge"] is not None or meta["gt"] is not None or meta["le"] is not None:
+            notes.append(_range(meta))
+        if notes:
+            help_text = f"{help_text} ({'; '.join(notes)})".strip()
         kw = dict(
             type=_converter(kind, meta), help=help_text, choices=meta["choices"], metavar=meta["metavar"]
         )
@@ -188,7 +198,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def build(cls: type, namespace: argparse.Namespace) -> Any:
     """The dataclass `cls` from parsed options; fields with no command-line form keep their defaults."""
-    names = {f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", {}).get("cli")}
+    names = {f.name for f in dataclasses.fields(cls) if "cli" in f.metadata}
     values = {k: v for k, v in vars(namespace).items() if k in names}
     for f in dataclasses.fields(cls):
         if f.name in values and f.metadata["cli"]["nargs"] and values[f.name] is not None:

@@ -323,3 +323,32 @@ print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+COMMANDS = [
+    "collect",
+    "agent train",
+    "agent bench",
+    "data info",
+    "data view",
+    "data coverage",
+    "wm train-ae",
+    "wm encode",
+    "wm train",
+    "wm eval",
+    "wm bench",
+    "play",
+    "pipeline",
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_lists_its_options(command, capsys):
+    assert main([*command.split(), "--help"]) == 0
+    assert "--help" in capsys.readouterr().out
+
+
+def test_help_shows_defaults_and_ranges(capsys):
+    assert main(["collect", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "tics per recorded frame (35 tics = 1 s) (default 2; 1..35)" in text

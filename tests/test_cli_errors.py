@@ -352,3 +352,17 @@ def test_help_shows_defaults_and_ranges(capsys):
     assert main(["collect", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "tics per recorded frame (35 tics = 1 s) (default 2; 1..35)" in text
+
+
+def test_training_says_which_episodes_it_skipped(ws, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(ws["ds"], data)
+    bad = sorted(data.glob("*/ep_*"))[1]
+    bad.write_bytes(bad.read_bytes()[:100])  # cut short, as by a full disk
+    cache = tmp_path / "latents.safetensors"
+    assert main(["wm", "encode", "--data", str(data), "--ae", ws["ckpt"], "--out", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "encoded" in out and f"skipped 1 unreadable episode(s); the first: {bad}" in out
+    args = ["wm", "train-ae", "--data", str(data), "--out", str(tmp_path / "ae"), "--preset", "tiny"]
+    assert main([*args, "--steps", "1", "--decoder-steps", "0"]) == 0
+    assert f"skipped 1 unreadable episode(s); the first: {bad}" in capsys.readouterr().out

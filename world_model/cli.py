@@ -105,9 +105,8 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
     train = load_frames(ds, train_refs, every=a.every, limit=a.max_frames)
     held = load_frames(ds, held_refs or train_refs[-1:], every=max(a.every, 8), limit=512)
     print(f"{len(train):,} training frames, {len(held):,} held-out frames from {ds.root}")
-    skipped = len(ds.errors)
-    if skipped:
-        print(f"skipped {skipped} unreadable episode(s), first: {'; '.join(ds.errors[:3])}")
+    if ds.errors:
+        print(f"skipped {len(ds.errors)} unreadable episode(s); the first: " + "; ".join(ds.errors[:3]))
     ae, summary = train_autoencoder(cfg, train, held, seed=a.seed, device=device)
     save_autoencoder(a.out, ae, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, summary)
     print(json.dumps(summary, indent=2))

@@ -102,7 +102,9 @@ def checkpoint_path(args: PlayArgs) -> Path:
             else "not a checkpoint folder (no config.json)"
         )
         raise PlayError(f"{ckpt}: {hint}")
-    return ckpt
+    from world_model.cli import checkpoint_folder
+
+    return Path(checkpoint_folder(str(ckpt)))
 
 
 def open_game(args: PlayArgs):

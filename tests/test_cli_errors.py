@@ -45,6 +45,9 @@ def ws(tmp_path_factory) -> dict[str, str]:
     shutil.copytree(ckpt, cut_ae)
     weights = (cut_ae / "autoencoder.safetensors").read_bytes()
     (cut_ae / "autoencoder.safetensors").write_bytes(weights[: len(weights) // 2])
+    not_json = root / "ckpt_bad_config"
+    shutil.copytree(ckpt, not_json)
+    (not_json / "config.json").write_text("[1, 2]")
     (root / "empty").mkdir()
     # An unrelated tree: a manifest.json deep down must not make it a dataset, nor be walked to.
     deep = root / "tree" / "a" / "b" / "c" / "d" / "e"
@@ -62,6 +65,7 @@ def ws(tmp_path_factory) -> dict[str, str]:
         "ckpt": str(ckpt),
         "no_ae": str(no_ae),
         "cut_ae": str(cut_ae),
+        "bad_config": str(not_json),
         "empty": str(root / "empty"),
         "tree": str(root / "tree"),
         "file": str(root / "file.txt"),
@@ -208,6 +212,9 @@ CASES: list[tuple[str, str]] = [
     ("wm bench --ckpt {no_ae} --frames 1", "{no_ae}/autoencoder.safetensors"),
     ("wm bench --ckpt {cut_ae} --frames 1", "{cut_ae}/autoencoder.safetensors"),
     ("wm bench --ckpt {ckpt} --out {run}", "--out {run}: a folder"),
+    ("wm bench --ckpt {bad_config}", "{bad_config}/config.json is not a checkpoint config"),
+    ("wm eval --ckpt {bad_config} --data {ds} --out {run}/eval", "{bad_config}/config.json"),
+    ("play --ckpt {bad_config} --headless", "{bad_config}/config.json"),
     # play
     (HEADLESS + " {good} --threads -1", "--threads"),
     (HEADLESS + " {good} --seed -1", "--seed"),

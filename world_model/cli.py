@@ -64,8 +64,15 @@ def checkpoint_folder(path: str, option: str = "--ckpt") -> str:
     p = Path(path)
     if not p.is_dir():
         raise UsageError(f"{option} {path}: {'a file, not' if p.exists() else 'no such'} checkpoint folder")
-    if not (p / "config.json").is_file():
+    config = p / "config.json"
+    if not config.is_file():
         raise UsageError(f"{option} {path}: not a checkpoint folder (no config.json)")
+    try:
+        ok = isinstance(json.loads(config.read_text()), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        ok = False
+    if not ok:
+        raise UsageError(f"{option} {path}: {config} is not a checkpoint config (want a JSON object)")
     return path
 
 

@@ -27,7 +27,8 @@ class PPOConfig:
     seed: int = arg(0, "seed of the envs, the action holding and the network", ge=0, le=MAX_SEED)
     frame_skip: int = arg(2, "tics per env step (= per recorded frame; 35 tics = 1 s)", ge=1, le=35)
     resolution: tuple[int, int] = arg((160, 120), "native frame size, 160x120 or 320x240")
-    obs_size: tuple[int, int] = arg((80, 60), "WIDTHxHEIGHT the policy sees", ge=8, le=640)
+    # NatureCNN's three convolutions (8/4, 4/2, 3/1) need at least 36 pixels a side
+    obs_size: tuple[int, int] = arg((80, 60), "WIDTHxHEIGHT the policy sees", ge=36, le=640)
     skill: int = arg(3, "Doom skill", ge=1, le=5)
     max_episode_steps: int = arg(0, "cut episodes at N env steps (0: the scenario's own timeout)", ge=0)
     # 2 x frame_skip 2 = 4 tics, GameNGen's action repeat

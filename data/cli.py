@@ -42,10 +42,21 @@ def dataset_folder(path: str, option: str = "") -> str:
     )
 
 
+def _check_parents(p: Path, option: str) -> None:
+    """The nearest existing folder above `p` must be a folder (`file.txt/out` cannot be made)."""
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{option} {p}: {parent} is a file, not a folder")
+            return
+
+
 def output_folder(path: str, option: str = "--out") -> str:
     """`path` if a folder can be written there (it may exist already)."""
-    if Path(path).exists() and not Path(path).is_dir():
+    p = Path(path)
+    if p.exists() and not p.is_dir():
         raise UsageError(f"{option} {path}: a file, not a folder")
+    _check_parents(p, option)
     return path
 
 
@@ -56,6 +67,7 @@ def output_file(path: str, option: str = "--out", suffixes: tuple[str, ...] = ()
         raise UsageError(f"{option} {path}: a folder; give a file name")
     if suffixes and p.suffix.lower() not in suffixes:
         raise UsageError(f"{option} {path}: want a {' or '.join(suffixes)} file")
+    _check_parents(p, option)
     return path
 
 

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # a bad command line (already reported in one line), or --help
         return e.code if isinstance(e.code, int) else USAGE_ERROR
+    args.debug = debug  # for commands that run others (pipeline)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

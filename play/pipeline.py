@@ -276,7 +276,8 @@ def register(sub: argparse._SubParsersAction, dreamdoom: Callable[[list[str]], i
 
     def cmd(args: argparse.Namespace) -> int:
         a = build(PipelineArgs, args)
-        return run(a.preset, Path(a.out), dreamdoom, list(a.only) if a.only else None)
+        stage = (lambda argv: dreamdoom(["--debug", *argv])) if args.debug else dreamdoom
+        return run(a.preset, Path(a.out), stage, list(a.only) if a.only else None)
 
     p = sub.add_parser(
         "pipeline",

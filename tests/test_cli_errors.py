@@ -48,6 +48,10 @@ def ws(tmp_path_factory) -> dict[str, str]:
     not_json = root / "ckpt_bad_config"
     shutil.copytree(ckpt, not_json)
     (not_json / "config.json").write_text("[1, 2]")
+    one = root / "one_episode"
+    ShardWriter(one / "shard", EnvConfig(scenario="basic").manifest(default_recorder("test"))).write(
+        make_episode(rng, steps=8, size=(160, 120))
+    )
     (root / "empty").mkdir()
     # An unrelated tree: a manifest.json deep down must not make it a dataset, nor be walked to.
     deep = root / "tree" / "a" / "b" / "c" / "d" / "e"
@@ -66,6 +70,7 @@ def ws(tmp_path_factory) -> dict[str, str]:
         "no_ae": str(no_ae),
         "cut_ae": str(cut_ae),
         "bad_config": str(not_json),
+        "one": str(one),
         "empty": str(root / "empty"),
         "tree": str(root / "tree"),
         "file": str(root / "file.txt"),
@@ -207,6 +212,7 @@ CASES: list[tuple[str, str]] = [
     ("wm eval --ckpt {no_ae} --data {ds} --out {run}/eval", "{no_ae}/autoencoder.safetensors"),
     ("wm eval --ckpt {cut_ae} --data {ds} --out {run}/eval", "{cut_ae}/autoencoder.safetensors"),
     ("wm eval --ckpt {ckpt} --data {ds} --out {file}", "--out {file}: a file"),
+    ("wm eval --ckpt {ckpt} --data {one} --out {run}/eval", "--data {one}: fewer than 2 episodes"),
     ("wm bench --ckpt {ckpt} --steps a", "--steps"),
     ("wm bench --ckpt {ckpt} --steps 1,,x", "--steps"),
     ("wm bench --ckpt {ckpt} --steps 0", "--steps"),
@@ -376,3 +382,12 @@ def test_training_says_which_episodes_it_skipped(ws, tmp_path, capsys):
     args = ["wm", "train-ae", "--data", str(data), "--out", str(tmp_path / "ae"), "--preset", "tiny"]
     assert main([*args, "--steps", "1", "--decoder-steps", "0"]) == 0
     assert f"skipped 1 unreadable episode(s); the first: {bad}" in capsys.readouterr().out
+
+
+def test_debug_reaches_the_commands_a_pipeline_runs(tmp_path, capsys):
+    out = str(tmp_path / "p")
+    assert main(["--debug", "pipeline", "--out", out, "--only", "train-ae"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and f"dreamdoom wm train-ae: --data {out}/data: no such folder" in err
+    assert main(["pipeline", "--out", out, "--only", "train-ae"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -174,6 +174,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     checkpoint_folder(a.ckpt)
     dataset_folder(a.data, "--data")
     output_folder(a.out)
+    from data.dataset import Dataset
+
+    if len(Dataset(a.data).episodes) < 2:  # eval reads held-out episodes, and a split needs two
+        raise UsageError(f"--data {a.data}: fewer than 2 episodes, so none is held out to evaluate on")
     _setup(args, a.device)
     report = evaluate(a)
     print(json.dumps(report, indent=2) if build(JsonOutput, args).json else format_report(report))

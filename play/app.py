@@ -9,11 +9,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.env import SCENARIOS
 from data.cli_args import MAX_SEED, UsageError, arg, build, check_device
 from play.display import FILTERS
 from play.session import MAX_STEPS, MIN_STEPS
+
+if TYPE_CHECKING:
+    from play.script import Command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT = REPO_ROOT / "checkpoints" / "default"
@@ -200,7 +204,7 @@ def _run_bench(args: PlayArgs, session) -> int:
 DEMO_FRAMES = 600  # 34 s of play at 17.5 frames/s
 
 
-def check_headless(args: PlayArgs):
+def check_headless(args: PlayArgs) -> list[Command]:
     """The headless options, checked and the input script read before the game opens."""
     from data.cli import VIDEO_SUFFIXES, output_file
     from play.script import read_script

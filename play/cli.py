@@ -41,7 +41,12 @@ USER_ERRORS = (
 )
 # Errors of the machine rather than of a path: the user can act on them too.
 USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+# Where a missing or unreadable file is a broken install rather than a user's mistake: our packages and the
+# Python environment (a user's datasets and runs may well sit in the repository, beside the packages).
+INSTALL_DIRS = tuple(
+    Path(__file__).resolve().parents[1] / p for p in ("data", "agent", "world_model", "play")
+)
+INSTALL_DIRS += (Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve())
 
 
 def user_error_message(e: BaseException) -> str | None:
@@ -53,8 +58,9 @@ def user_error_message(e: BaseException) -> str | None:
     if isinstance(e, OSError) and e.strerror:
         if e.errno in USER_ERRNOS:
             return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-        # A path of ours that is missing is a broken install, not a user's mistake.
-        if e.filename and not Path(os.fspath(e.filename)).resolve().is_relative_to(SOURCE_ROOT):
+        name = e.filename
+        path = Path(os.fsdecode(name)).resolve() if isinstance(name, str | bytes | os.PathLike) else None
+        if path is not None and not any(path.is_relative_to(d) for d in INSTALL_DIRS):
             also = f" -> {e.filename2}" if e.filename2 else ""
             return f"{e.filename}{also}: {e.strerror}"
     return None

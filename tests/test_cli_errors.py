@@ -391,3 +391,21 @@ def test_debug_reaches_the_commands_a_pipeline_runs(tmp_path, capsys):
     assert "Traceback" in err and f"dreamdoom wm train-ae: --data {out}/data: no such folder" in err
     assert main(["pipeline", "--out", out, "--only", "train-ae"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_which_os_errors_are_the_users(tmp_path):
+    import errno
+
+    import play.cli
+    from play.cli import user_error_message
+
+    theirs = OSError(errno.EACCES, "Permission denied", str(tmp_path / "runs" / "x"))
+    assert user_error_message(theirs) == f"{tmp_path / 'runs' / 'x'}: Permission denied"
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert user_error_message(full) == "No space left on device"
+    ours = FileNotFoundError(errno.ENOENT, "No such file or directory", play.cli.__file__)
+    assert user_error_message(ours) is None  # a file of the install: a bug, keeps its traceback
+    in_repo = Path(play.cli.__file__).parents[1] / "datasets" / "demo"  # the README's own example
+    assert user_error_message(PermissionError(errno.EACCES, "Permission denied", str(in_repo))) is not None
+    assert user_error_message(OSError(errno.EBADF, "Bad file descriptor", 3)) is None
+    assert user_error_message(RuntimeError("a bug")) is None

@@ -29,9 +29,9 @@ def check_policy(policy: str) -> None:
         raise UsageError(
             f"--policy {policy!r}: expected 'random', 'scripted' or the path of a trained policy .zip"
         )
-    from agent.policy_io import POLICY_NAME, read_meta
+    from agent.policy_io import load_policy
 
-    read_meta(path / POLICY_NAME if path.is_dir() else path)
+    load_policy(path)  # its config, action contract and weights; workers load it again
 
 
 def check_resolution(size: tuple[int, int]) -> None:
@@ -111,6 +111,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if run.resume and not policy.exists():
         raise UsageError(f"--resume: nothing to resume in {run.out} (no {policy})")
+    if run.resume:
+        from agent.policy_io import read_meta
+
+        read_meta(policy)
     cfg.batch_size = min(cfg.batch_size, cfg.n_steps * cfg.envs)
     from agent.ppo import main
 

@@ -8,10 +8,12 @@ console entry in a subprocess, where a traceback would be visible on stderr.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,9 @@ NO_CUDA_DEVICE = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda
 def ws(tmp_path_factory) -> dict[str, str]:
     """A workspace holding good and bad inputs: a dataset, a checkpoint, damaged copies, plain files."""
     from agent.env import EnvConfig
+    from agent.policy_io import META_NAME
+    from agent.ppo_config import PPOConfig
+    from data.actions import DEFAULT_ACTIONS
     from data.dataset import ShardWriter, default_recorder
     from world_model.checkpoint import make_untrained_checkpoint
 
@@ -52,6 +57,15 @@ def ws(tmp_path_factory) -> dict[str, str]:
     ShardWriter(one / "shard", EnvConfig(scenario="basic").manifest(default_recorder("test"))).write(
         make_episode(rng, steps=8, size=(160, 120))
     )
+    (root / "pipe_bad").mkdir()
+    (root / "pipe_bad" / "stages.json").write_text("{")
+    (root / "pipe_cpu").mkdir()
+    (root / "pipe_cpu" / "stages.json").write_text('{"preset": "cpu"}')
+    meta = {"config": PPOConfig().to_dict(), "action_contract": DEFAULT_ACTIONS.to_dict(), "num_timesteps": 0}
+    with zipfile.ZipFile(root / "meta_only.zip", "w") as z:  # our JSON, but no weights
+        z.writestr(META_NAME, json.dumps(meta))
+    (root / "run_bad").mkdir()
+    (root / "run_bad" / "policy.zip").write_bytes(b"not a zip")
     (root / "empty").mkdir()
     # An unrelated tree: a manifest.json deep down must not make it a dataset, nor be walked to.
     deep = root / "tree" / "a" / "b" / "c" / "d" / "e"
@@ -71,6 +85,10 @@ def ws(tmp_path_factory) -> dict[str, str]:
         "cut_ae": str(cut_ae),
         "bad_config": str(not_json),
         "one": str(one),
+        "pipe_bad": str(root / "pipe_bad"),
+        "pipe_cpu": str(root / "pipe_cpu"),
+        "run_bad": str(root / "run_bad"),
+        "meta_only": str(root / "meta_only.zip"),
         "empty": str(root / "empty"),
         "tree": str(root / "tree"),
         "file": str(root / "file.txt"),
@@ -145,6 +163,10 @@ CASES: list[tuple[str, str]] = [
     ("agent train --out {run}/a --record {file}", "--record {file}: a file"),
     ("agent train --out {run}/a --device bogus", "--device 'bogus'"),
     ("agent train --out {run}/a --resume --scenario basic", "--resume: nothing to resume in {run}/a"),
+    ("agent train --out {run_bad} --resume", "{run_bad}/policy.zip: unreadable policy file"),
+    ("agent train --out {run_bad}", "--out {run_bad}: {run_bad}/policy.zip exists: pass --resume"),
+    ("collect --out {run}/c --policy {run_bad}", "{run_bad}/policy.zip: unreadable policy file"),
+    ("collect --out {run}/c --policy {meta_only}", "{meta_only}: policy weights missing"),
     ("agent bench --frames 0", "--frames"),
     ("agent bench --workers 0", "--workers"),
     ("agent bench --frames 1 --workers 2", "--frames 1"),
@@ -258,6 +280,8 @@ CASES: list[tuple[str, str]] = [
     ("pipeline --preset huge --out {run}/p", "--preset"),
     ("pipeline --out {run}/p --only nostage", "--only nostage"),
     ("pipeline --out {file}", "--out {file}: a file"),
+    ("pipeline --out {pipe_bad}", "{pipe_bad}/stages.json: unreadable"),
+    ("pipeline --out {pipe_cpu} --preset tiny", "--preset tiny: {pipe_cpu} was made with preset 'cpu'"),
     ("nocommand", "nocommand"),
     (WM_TRAIN + " --bogus-option 1", "--bogus-option"),
 ]

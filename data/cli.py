@@ -9,7 +9,6 @@ from pathlib import Path
 
 from data.cli_args import JsonOutput, UsageError, arg, build
 
-MANIFEST_NAME = "manifest.json"  # data/dataset.py's; repeated here so checking a path imports no numpy
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # what ffmpeg writes H.264 into
 SEARCH_DEPTH = 3  # folder levels under a dataset root searched for a shard before saying "not a dataset"
 
@@ -19,6 +18,8 @@ def dataset_folder(path: str, option: str = "") -> str:
 
     Looks level by level and stops at the first level that holds a shard, so an unrelated tree (a home
     folder, a repository) is refused after a few folders instead of being walked to the end."""
+    from data.dataset import MANIFEST_NAME
+
     root = Path(path)
     option = f"{option} " if option else ""
     if not root.exists():

@@ -433,3 +433,13 @@ def test_which_os_errors_are_the_users(tmp_path):
     assert user_error_message(PermissionError(errno.EACCES, "Permission denied", str(in_repo))) is not None
     assert user_error_message(OSError(errno.EBADF, "Bad file descriptor", 3)) is None
     assert user_error_message(RuntimeError("a bug")) is None
+
+
+def test_bench_steps_bound_is_the_envs():
+    from dataclasses import fields
+
+    from world_model.cli import BenchArgs
+    from world_model.env import MAX_SAMPLING_STEPS
+
+    steps = next(f for f in fields(BenchArgs) if f.name == "steps")
+    assert steps.metadata["cli"]["le"] == MAX_SAMPLING_STEPS

@@ -52,6 +52,7 @@ class EncodeArgs:
 @dataclass
 class BenchArgs:
     ckpt: str = arg(help="world-model checkpoint folder")
+    # le: world_model.env.MAX_SAMPLING_STEPS (a test keeps them equal; importing it here would load torch)
     steps: tuple[int, ...] = arg((1, 2, 4), "comma-separated DDIM step counts", ge=1, le=64)
     frames: int = arg(100, "timed steps per setting", ge=1)
     out: str | None = arg(None, "also write the JSON here")

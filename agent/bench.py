@@ -17,17 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.collect import CollectConfig, collect
-from agent.env import EnvConfig, make_game
+from agent.env import SCENARIOS, EnvConfig, make_game
 from data.actions import DEFAULT_ACTIONS
+from data.cli_args import arg
 
 
 @dataclass
 class BenchConfig:
-    scenario: str = "e1m1"
-    policy: str = "random"
-    workers: int = 2
-    frames: int = 6000  # frames per mode, over all workers
-    frame_skip: int = 2
+    scenario: str = arg("e1m1", "scenario to play", choices=sorted(SCENARIOS))
+    policy: str = arg("random", "random | scripted | path of a trained policy .zip")
+    workers: int = arg(2, "processes", ge=1, le=256)
+    frames: int = arg(6000, "frames per mode, over all workers", ge=1)
+    frame_skip: int = arg(2, "tics per frame", ge=1, le=35)
 
 
 def _raw_worker(cfg: BenchConfig, frames: int, seed: int, results) -> None:
@@ -107,7 +108,6 @@ def run(cfg: BenchConfig, as_json: bool = False) -> int:
     return 0
 
 
-def main(args) -> int:
-    cfg = BenchConfig(scenario=args.scenario, policy=args.policy, workers=args.workers, frames=args.frames)
+def main(cfg: BenchConfig, as_json: bool = False) -> int:
     print("bench config:", cfg.__dict__, file=sys.stderr)
-    return run(cfg, args.json)
+    return run(cfg, as_json)

@@ -3,122 +3,152 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.cli import dataset_folder, output_folder
+from data.cli_args import JsonOutput, UsageError, arg, build
 
 
-def parse_resolution(text: str) -> tuple[int, int]:
+@dataclass
+class RunArgs:
+    """Where `agent train` writes, beside the PPOConfig of the run."""
+
+    out: str = arg(help="run folder: policy.zip, checkpoints/, tb/, summary.json")
+    record: str | None = arg(None, "dataset folder for every episode played", metavar="DIR")
+    resume: bool = arg(False, "continue the run in --out up to --steps")
+    progress: bool = arg(True, "no progress bar (logs)")
+
+
+def check_policy(policy: str) -> None:
+    """A trained policy must load here, before any worker starts (a worker's error is harder to read)."""
+    if policy in ("random", "scripted"):
+        return
+    path = Path(policy)
+    if path.suffix != ".zip" and not path.is_dir():
+        raise UsageError(
+            f"--policy {policy!r}: expected 'random', 'scripted' or the path of a trained policy .zip"
+        )
+    from agent.policy_io import load_policy
+
+    load_policy(path)  # its config, action contract and weights; workers load it again
+
+
+def check_resolution(size: tuple[int, int]) -> None:
+    from agent.env import RESOLUTIONS
+
+    if tuple(size) not in RESOLUTIONS:
+        choices = ", ".join(f"{w}x{h}" for w, h in RESOLUTIONS)
+        raise UsageError(f"--resolution {size[0]}x{size[1]}: VizDoom renders {choices}")
+
+
+def check_fits_dataset(out: str, resolution: tuple[int, int], frame_skip: int, option: str = "--out") -> None:
+    """Episodes added to an existing dataset must match its resolution and frame_skip (shards must agree)."""
     try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"resolution must look like 160x120, got {text!r}") from None
-    return w, h
+        dataset_folder(out)
+    except UsageError:  # not a dataset yet: anything goes
+        return
+    from data.dataset import Dataset
+
+    m = Dataset(out).manifest
+    if tuple(m.resolution) != tuple(resolution):
+        have, want = "x".join(map(str, m.resolution)), "x".join(map(str, resolution))
+        raise UsageError(
+            f"--resolution {want}: {option} {out} holds {have} episodes; choose another {option}"
+        )
+    if m.frame_skip != frame_skip:
+        raise UsageError(
+            f"--frame-skip {frame_skip}: {option} {out} holds episodes of frame_skip {m.frame_skip}; "
+            f"choose another {option}"
+        )
+
+
+def _collect_options() -> tuple[type, ...]:
+    from agent.collect import CollectConfig
+
+    return (CollectConfig,)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from agent.collect import CollectConfig, main
 
-    return main(
-        CollectConfig(
-            out=args.out,
-            scenario=args.scenario,
-            policy=args.policy,
-            episodes=args.episodes,
-            workers=args.workers,
-            seed=args.seed,
-            max_steps=args.max_steps,
-            frame_skip=args.frame_skip,
-            resolution=args.resolution,
-            skill=args.skill,
-            record=not args.no_record,
-        )
-    )
+    cfg = build(CollectConfig, args)
+    output_folder(cfg.out)
+    check_resolution(cfg.resolution)
+    if cfg.record:
+        check_fits_dataset(cfg.out, cfg.resolution, cfg.frame_skip)
+    check_policy(cfg.policy)
+    return main(cfg)
+
+
+def _train_options() -> tuple[type, ...]:
+    from agent.ppo_config import PPOConfig
+
+    return (PPOConfig, RunArgs)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from agent.ppo import PPOConfig, main
+    from agent.ppo_config import PPOConfig
 
-    if args.steps < 1 or args.envs < 1:
-        print(f"error: --steps and --envs must be positive: {args.steps}, {args.envs}", file=sys.stderr)
-        return 2
-    cfg = PPOConfig(
-        scenario=args.scenario,
-        steps=args.steps,
-        envs=args.envs,
-        seed=args.seed,
-        hold=args.hold,
-        sticky=args.sticky,
-        max_episode_steps=args.max_episode_steps,
-        frame_skip=args.frame_skip,
-        skill=args.skill,
-        n_steps=args.n_steps,
-        learning_rate=args.lr,
-        ent_coef=args.ent_coef,
-        checkpoint_every=args.checkpoint_every,
-        threads=args.threads,
-        vec=args.vec,
-        device=args.device,
-        batch_size=min(256, args.n_steps * args.envs),
-    )
-    return main(cfg, args.out, args.record, args.resume, progress=not args.no_progress)
+    cfg, run = build(PPOConfig, args), build(RunArgs, args)
+    output_folder(run.out)
+    check_resolution(cfg.resolution)
+    if run.record:
+        output_folder(run.record, "--record")
+        check_fits_dataset(run.record, cfg.resolution, cfg.frame_skip, "--record")
+    if cfg.n_steps * cfg.envs < 2:
+        raise UsageError(f"--n-steps {cfg.n_steps} x --envs {cfg.envs}: a PPO rollout needs at least 2 steps")
+    if cfg.device != "auto":
+        from data.cli_args import check_device
+
+        check_device(cfg.device)
+    from agent.policy_io import POLICY_NAME
+
+    policy = Path(run.out) / POLICY_NAME
+    if policy.exists() and not run.resume:
+        raise UsageError(
+            f"--out {run.out}: {policy} exists: pass --resume to continue that run, or choose another --out"
+        )
+    if run.resume and not policy.exists():
+        raise UsageError(f"--resume: nothing to resume in {run.out} (no {policy})")
+    if run.resume:
+        from agent.policy_io import read_meta
+
+        read_meta(policy)
+    cfg.batch_size = min(cfg.batch_size, cfg.n_steps * cfg.envs)
+    from agent.ppo import main
+
+    return main(cfg, run.out, run.record, run.resume, progress=run.progress)
+
+
+def _bench_options() -> tuple[type, ...]:
+    from agent.bench import BenchConfig
+
+    return (BenchConfig, JsonOutput)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from agent.bench import main
+    from agent.bench import BenchConfig, main
 
-    return main(args)
+    cfg = build(BenchConfig, args)
+    if cfg.frames < cfg.workers:
+        raise UsageError(f"--frames {cfg.frames}: fewer than --workers {cfg.workers}")
+    check_policy(cfg.policy)
+    return main(cfg, build(JsonOutput, args).json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from agent.env import SCENARIOS
-
-    p = sub.add_parser("collect", help="play a policy in VizDoom and record a dataset")
-    p.add_argument("--scenario", default="e1m1", choices=sorted(SCENARIOS))
-    p.add_argument("--policy", default="random", help="random | scripted | path of a trained policy .zip")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--workers", type=int, default=2, help="processes, each writing its own shard")
-    p.add_argument("--out", required=True, help="dataset folder (shards are added to it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, default=0, help="cut episodes at this many steps (0: no cut)")
-    p.add_argument("--frame-skip", type=int, default=2, help="tics per recorded frame (35 tics = 1 s)")
-    p.add_argument("--resolution", type=parse_resolution, default=(160, 120), help="160x120 or 320x240")
-    p.add_argument("--skill", type=int, default=3, choices=range(1, 6))
-    p.add_argument(
-        "--no-record", action="store_true", help="play without writing (to measure recording cost)"
+    p = sub.add_parser(
+        "collect", help="play a policy in VizDoom and record a dataset", options=_collect_options
     )
     p.set_defaults(func=cmd_collect)
 
     agent = sub.add_parser("agent", help="train the PPO agent").add_subparsers(
         dest="agent_command", required=True, metavar="AGENT_COMMAND"
     )
-    p = agent.add_parser("train", help="train PPO, recording every episode it plays")
-    p.add_argument("--scenario", default="e1m1", choices=sorted(SCENARIOS))
-    p.add_argument("--steps", type=int, default=300_000, help="agent decisions over all envs")
-    p.add_argument("--envs", type=int, default=8, help="parallel envs")
-    p.add_argument("--out", required=True, help="run folder: policy.zip, checkpoints/, tb/, summary.json")
-    p.add_argument("--record", default=None, metavar="DIR", help="dataset folder for every episode played")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hold", type=int, default=2, help="env steps (frames) each decision is held for")
-    p.add_argument("--sticky", type=float, default=0.25, help="chance the previous decision is kept")
-    p.add_argument("--max-episode-steps", type=int, default=0, help="cut episodes at N env steps (0: no cut)")
-    p.add_argument("--frame-skip", type=int, default=2, help="tics per env step")
-    p.add_argument("--skill", type=int, default=3, choices=range(1, 6))
-    p.add_argument("--n-steps", type=int, default=128, help="decisions per env per PPO rollout")
-    p.add_argument("--lr", type=float, default=2.5e-4)
-    p.add_argument("--ent-coef", type=float, default=0.01)
-    p.add_argument("--checkpoint-every", type=int, default=50_000, help="steps between checkpoints (0: none)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument(
-        "--vec", default="dummy", choices=("dummy", "subproc"), help="envs in one process, or one each"
-    )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (the policy network)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs)")
+    p = agent.add_parser("train", help="train PPO, recording every episode it plays", options=_train_options)
     p.set_defaults(func=cmd_train)
-
-    p = agent.add_parser("bench", help="frames/s of raw VizDoom, of play, and of play with recording")
-    p.add_argument("--scenario", default="e1m1", choices=sorted(SCENARIOS))
-    p.add_argument("--policy", default="random", help="random | scripted | path of a trained policy .zip")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--frames", type=int, default=6000, help="frames per mode, over all workers")
-    p.add_argument("--json", action="store_true")
+    p = agent.add_parser(
+        "bench", help="frames/s of raw VizDoom, of play, and of play with recording", options=_bench_options
+    )
     p.set_defaults(func=cmd_bench)

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from agent.env import DoomEnv, EnvConfig
+from agent.env import SCENARIOS, DoomEnv, EnvConfig
 from agent.policies import env_needs, make_policy
+from data.cli_args import MAX_SEED, arg
 from data.dataset import ShardWriter, default_recorder
 from data.episode import EpisodeRecorder
 
@@ -29,17 +30,19 @@ REPORT_EVERY = 64  # steps between progress messages from a worker
 class CollectConfig:
     """What to collect and where."""
 
-    out: str  # dataset folder; each worker adds its own shard folder in it
-    scenario: str = "e1m1"
-    policy: str = "random"  # random | scripted | path of a trained policy .zip
-    episodes: int = 10
-    workers: int = 2
-    seed: int = 0  # episode i is played with seed (seed, i): reproducible whatever the worker count
-    max_steps: int = 0  # cut episodes at this many steps (0: the scenario's timeout)
-    frame_skip: int = 2
-    resolution: tuple[int, int] = (160, 120)
-    skill: int = 3
-    record: bool = True  # False: play without writing (measures what recording costs)
+    out: str = arg(help="dataset folder; each worker adds its own shard folder in it")
+    scenario: str = arg("e1m1", "scenario to play", choices=sorted(SCENARIOS))
+    policy: str = arg("random", "random | scripted | path of a trained policy .zip")
+    episodes: int = arg(10, "episodes to play", ge=1)
+    workers: int = arg(2, "processes, each writing its own shard", ge=1, le=256)
+    # episode i is played with seed (seed, i): reproducible whatever the worker count
+    seed: int = arg(0, "seed of the episodes", ge=0, le=MAX_SEED)
+    max_steps: int = arg(0, "cut episodes at this many steps (0: the scenario's timeout)", ge=0)
+    frame_skip: int = arg(2, "tics per recorded frame (35 tics = 1 s)", ge=1, le=35)
+    resolution: tuple[int, int] = arg((160, 120), "160x120 or 320x240")
+    skill: int = arg(3, "Doom skill", ge=1, le=5)
+    # False: play without writing (measures what recording costs)
+    record: bool = arg(True, "play without writing (to measure recording cost)")
     extra: dict = field(default_factory=dict)  # recorded into the manifest's recorder entry
 
 

@@ -129,7 +129,7 @@ def make_policy(spec: str, action_spec: ActionSpec = DEFAULT_ACTIONS) -> Policy:
         return ScriptedPolicy(action_spec)
     path = Path(spec)
     if path.suffix == ".zip" or path.is_dir():
-        from agent.ppo import load_policy  # noqa: PLC0415 (torch and SB3 load only when needed)
+        from agent.policy_io import load_policy  # noqa: PLC0415 (torch and SB3 load only when needed)
 
         return load_policy(path, action_spec)
     raise ValueError(f"--policy {spec!r}: expected 'random', 'scripted' or the path of a trained policy .zip")

@@ -9,8 +9,8 @@ The recorder sits right on the engine, so it sees every frame and the action act
 every file is exactly one episode: SB3's auto-reset happens above it, so no recorded transition
 crosses an episode boundary.
 
-A saved policy is SB3's zip plus `dreamdoom.json` (this config, the action contract, the step count).
-Loading reads only JSON and tensors (`weights_only=True`), never SB3's pickled fields.
+A saved policy is SB3's zip plus `dreamdoom.json` (this config, the action contract, the step count);
+agent/policy_io.py reads it back.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import os
 import sys
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -29,82 +28,19 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.policies import ActorCriticCnnPolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecTransposeImage
 from tqdm import tqdm
 
 from agent.env import DoomEnv, EnvConfig
+from agent.policy_io import META_NAME, POLICY_NAME, read_meta
+from agent.ppo_config import PolicyError, PPOConfig
 from agent.reward import TERMS, RewardConfig, ShapedRewardWrapper
 from agent.wrappers import HoldAction, RecordEpisodes
-from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
+from data.actions import DEFAULT_ACTIONS
 from data.dataset import ShardWriter, default_recorder
 from data.episode import VARIABLES
 
-POLICY_NAME = "policy.zip"
-META_NAME = "dreamdoom.json"  # our entry inside the SB3 zip
 CHECKPOINT_DIR = "checkpoints"
-
-
-class PolicyError(ValueError):
-    """A saved policy is missing, unreadable or of another action contract; the message names the file."""
-
-
-@dataclass
-class PPOConfig:
-    """One PPO training run: the game it plays, how actions are held, and SB3's hyperparameters."""
-
-    scenario: str = "e1m1"
-    steps: int = 300_000  # agent decisions over all envs (SB3 timesteps); recorded frames = steps * hold
-    envs: int = 8
-    seed: int = 0
-    frame_skip: int = 2  # tics per env step (= per recorded frame)
-    resolution: tuple[int, int] = (160, 120)
-    obs_size: tuple[int, int] = (80, 60)  # (width, height) the policy sees
-    skill: int = 3
-    max_episode_steps: int = 0  # env steps; 0: the scenario's own timeout
-    hold: int = 2  # env steps each decision drives: 2 x frame_skip 2 = 4 tics, GameNGen's action repeat
-    sticky: float = 0.25  # chance the previous decision is kept instead of the new one (Machado et al. 2018)
-    n_steps: int = 128  # decisions per env per rollout
-    batch_size: int = 256
-    n_epochs: int = 4
-    learning_rate: float = 2.5e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_range: float = 0.1
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    features_dim: int = 256  # NatureCNN output width
-    checkpoint_every: int = 50_000  # steps between checkpoints/policy_<steps>.zip
-    threads: int = 2  # torch CPU threads
-    device: str = "auto"  # torch device of training: auto (CUDA when there is one) | cpu | cuda
-    vec: str = "dummy"  # dummy (one process) | subproc (one process per env)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(
-            scenario=self.scenario,
-            resolution=tuple(self.resolution),
-            obs_size=tuple(self.obs_size),
-            frame_skip=self.frame_skip,
-            skill=self.skill,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "config") -> PPOConfig:
-        d = dict(d)
-        try:
-            reward = RewardConfig(**d.pop("reward", {}))
-            for key in ("resolution", "obs_size"):
-                if key in d:
-                    d[key] = tuple(d[key])
-            return cls(**d, reward=reward)
-        except TypeError as e:  # a field this version does not know
-            raise PolicyError(f"{where}: config does not fit this version of PPOConfig ({e})") from e
 
 
 # -- the env stack ---------------------------------------------------------------------------------------
@@ -151,91 +87,6 @@ def save_policy(model: PPO, path: Path, cfg: PPOConfig, policy_version: int) -> 
     with zipfile.ZipFile(tmp, "a") as z:
         z.writestr(META_NAME, json.dumps(meta, indent=2))
     os.replace(tmp, path)
-
-
-def read_meta(path: str | Path, action_spec: ActionSpec = DEFAULT_ACTIONS) -> dict:
-    """Our JSON from a saved policy, with the action contract checked."""
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as z:
-            meta = json.loads(z.read(META_NAME))
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: no such policy file") from None
-    except KeyError:
-        raise PolicyError(
-            f"{path}: no {META_NAME} inside; not a policy saved by `dreamdoom agent train`"
-        ) from None
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise PolicyError(f"{path}: unreadable policy file ({e})") from e
-    try:
-        action_spec.check_compatible(meta["action_contract"], str(path))
-    except (ActionContractError, KeyError) as e:
-        raise PolicyError(f"{path}: {e}") from e
-    return meta
-
-
-def build_policy(cfg: PPOConfig, action_spec: ActionSpec = DEFAULT_ACTIONS) -> ActorCriticCnnPolicy:
-    w, h = cfg.obs_size
-    obs_space = gym.spaces.Box(0, 255, (3, h, w), np.uint8)  # channels first, as VecTransposeImage gives
-    return ActorCriticCnnPolicy(
-        obs_space,
-        action_spec.gym_space(),
-        lr_schedule=lambda _: 0.0,
-        features_extractor_kwargs={"features_dim": cfg.features_dim},
-    )
-
-
-class PPOPolicy:
-    """A trained policy behind the collector's Policy face: stochastic, holding decisions as in training."""
-
-    name = "ppo"
-
-    def __init__(self, policy: ActorCriticCnnPolicy, cfg: PPOConfig, source: str):
-        self.policy, self.cfg, self.source = policy.eval(), cfg, source
-        self.rng = np.random.default_rng(0)
-        self.action: np.ndarray | None = None
-        self.t = 0
-
-    def reset(self, rng: np.random.Generator) -> None:
-        self.rng, self.action, self.t = rng, None, 0
-
-    def probabilities(self, obs: np.ndarray) -> list[np.ndarray]:
-        """Per action field, the policy's probabilities of each value for one (H, W, 3) observation."""
-        w, h = self.cfg.obs_size
-        if obs.shape != (h, w, 3):
-            raise ValueError(f"{self.source}: trained on observations of {(h, w, 3)}, got {obs.shape}")
-        x = torch.as_tensor(np.ascontiguousarray(obs.transpose(2, 0, 1)))[None]  # (1, 3, H, W) uint8
-        with torch.no_grad():
-            dist = self.policy.get_distribution(x.to(self.policy.device))
-        return [d.probs[0].double().cpu().numpy() for d in dist.distribution]
-
-    def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
-        if self.t % self.cfg.hold == 0:
-            if self.action is None or self.rng.random() >= self.cfg.sticky:
-                self.action = np.array(
-                    [self.rng.choice(len(p), p=p / p.sum()) for p in self.probabilities(obs)], np.int64
-                )
-        self.t += 1
-        return self.action
-
-
-def load_policy(path: str | Path, action_spec: ActionSpec = DEFAULT_ACTIONS) -> PPOPolicy:
-    """A trained policy from `policy.zip` (or a run folder holding one), on CPU with one torch thread."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / POLICY_NAME
-    meta = read_meta(path, action_spec)
-    cfg = PPOConfig.from_dict(meta["config"], str(path))
-    torch.set_num_threads(1)  # one thread per collector process: N workers share the cores
-    policy = build_policy(cfg, action_spec)
-    try:
-        _, params, _ = load_from_zip_file(
-            path, device="cpu", load_data=False
-        )  # tensors only, weights_only=True
-        policy.load_state_dict(params["policy"])
-    except (KeyError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
-        raise PolicyError(f"{path}: policy weights missing or do not fit the saved config ({e})") from e
-    return PPOPolicy(policy, cfg, str(path))
 
 
 # -- training ------------------------------------------------------------------------------------------

@@ -7,15 +7,14 @@ user sees at a glance what part of the map the data covers.
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data.dataset import Dataset, DatasetError
+from data.cli_args import arg
+from data.dataset import Dataset
 
 CELL_SIZE = 64.0  # map units per side of a coverage grid cell
 UNITS_PER_PIXEL = 8.0
@@ -27,6 +26,18 @@ TITLE_HEIGHT = 14  # pixels
 HEAT_STOPS = np.array(
     [[90, 20, 60], [190, 40, 40], [240, 130, 30], [250, 220, 90], [255, 255, 220]], np.float32
 )
+
+
+@dataclass
+class CoverageArgs:
+    """What `dreamdoom data coverage` draws."""
+
+    path: str = arg(help="dataset folder", positional=True)
+    out: str = arg(help="output .png")
+    cell: float = arg(CELL_SIZE, "grid cell side in map units", gt=0)
+    units_per_pixel: float = arg(UNITS_PER_PIXEL, "map units per pixel", gt=0)
+    bounds: str | None = arg(None, "xmin,ymin,xmax,ymax in map units (same frame for several)")
+    per_episode: bool = arg(False, "with --json: every episode's figures")
 
 
 @dataclass
@@ -198,30 +209,3 @@ def format_coverage(cov: Coverage) -> str:
         f"kills {d['kills_per_episode']:.2f}, items {d['items_per_episode']:.2f}, "
         f"secrets {d['secrets_per_episode']:.2f}"
     )
-
-
-def cmd_coverage(args) -> int:
-    try:
-        bounds = parse_bounds(args.bounds) if args.bounds else None
-        cov = coverage_picture(args.path, args.out, args.cell, args.units_per_pixel, bounds)
-    except (DatasetError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    d = cov.to_dict()
-    if not args.per_episode:
-        d.pop("per_episode")
-    print(json.dumps(d, indent=2) if args.json else format_coverage(cov))
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
-
-
-def add_arguments(p) -> None:
-    """Arguments of `dreamdoom data coverage`."""
-    p.add_argument("path", help="dataset folder")
-    p.add_argument("--out", required=True, help="output .png")
-    p.add_argument("--cell", type=float, default=CELL_SIZE, help="grid cell side in map units")
-    p.add_argument("--units-per-pixel", type=float, default=UNITS_PER_PIXEL, help="map units per pixel")
-    p.add_argument("--bounds", default=None, help="xmin,ymin,xmax,ymax in map units (same frame for several)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--per-episode", action="store_true", help="with --json: every episode's figures")
-    p.set_defaults(func=cmd_coverage)

@@ -7,7 +7,17 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.env import SCENARIOS
+from data.cli_args import MAX_SEED, UsageError, arg, build, check_device
+from play.display import FILTERS
+from play.session import MAX_STEPS, MIN_STEPS
+
+if TYPE_CHECKING:
+    from play.script import Command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT = REPO_ROOT / "checkpoints" / "default"
@@ -18,76 +28,73 @@ class PlayError(RuntimeError):
     """A user-facing problem with the play command's inputs."""
 
 
-def add_play_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("game")
-    g.add_argument("--ckpt", help="world-model checkpoint folder (default: checkpoints/default in the repo)")
-    g.add_argument("--engine", action="store_true", help="play the real VizDoom engine instead of a model")
-    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    g.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
-    g.add_argument("--scenario", default="e1m1", help="engine scenario for the start context and the mirror")
-    g.add_argument("--skill", type=int, default=3, help="engine skill 1..5")
-    g.add_argument("--seed", type=int, default=0, help="engine episode seed (start context, mirror)")
-    g.add_argument(
-        "--start", metavar="DATASET", help="start context from a dataset episode instead of the engine"
+@dataclass
+class PlayArgs:
+    """Options of `dreamdoom play`."""
+
+    ckpt: str | None = arg(
+        None, "world-model checkpoint folder (default: checkpoints/default in the repo)", group="game"
     )
-    g.add_argument("--start-episode", type=int, default=0, help="episode index in --start")
-    g.add_argument("--mirror", action="store_true", help="start with the real engine beside the dream (M)")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: all cores but one)")
-    w = p.add_argument_group("window")
-    w.add_argument(
-        "--scale", type=int, default=None, help="pixels per frame pixel (default 4 window, 2 headless)"
+    engine: bool = arg(False, "play the real VizDoom engine instead of a model", group="game")
+    device: str | None = arg(None, "torch device (default: cuda if available, else cpu)", group="game")
+    steps: int | None = arg(
+        None, "denoising steps (default: the checkpoint's)", ge=MIN_STEPS, le=MAX_STEPS, group="game"
     )
-    w.add_argument(
-        "--filter", default="nearest", choices=("nearest", "smooth", "scale2x"), help="upscaling filter"
+    scenario: str = arg(
+        "e1m1",
+        "engine scenario for the start context and the mirror",
+        choices=sorted(SCENARIOS),
+        group="game",
     )
-    w.add_argument(
-        "--sensitivity", type=float, default=0.15, help="degrees of turn per pixel of mouse motion"
+    skill: int = arg(3, "engine skill", ge=1, le=5, group="game")
+    seed: int = arg(0, "engine episode seed (start context, mirror)", ge=0, le=MAX_SEED, group="game")
+    start: str | None = arg(
+        None, "start context from a dataset episode instead of the engine", metavar="DATASET", group="game"
     )
-    w.add_argument("--unlocked", action="store_true", help="as fast as the model allows, not real time")
-    w.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (H)")
-    w.add_argument("--no-grab", action="store_true", help="do not capture the mouse")
-    w.add_argument("--max-frames", type=int, default=0, help="quit after this many frames (0: until Esc)")
-    w.add_argument("--record", action="store_true", help="record from the first frame (F5 toggles)")
-    w.add_argument("--record-dir", default="recordings", help="dataset folder recordings go to")
-    w.add_argument("--screenshot-dir", default=".", help="folder F12 screenshots go to")
-    h = p.add_argument_group("headless")
-    h.add_argument("--headless", action="store_true", help="no window: play --inputs into --out")
-    h.add_argument("--frames", type=int, help="frames to play headless")
-    h.add_argument("--inputs", help=f"input script (format: play/script.py; example: {EXAMPLE_INPUTS.name})")
-    h.add_argument("--out", help="video to write (.mp4)")
-    h.add_argument("--hud", action="store_true", help="draw the HUD into the headless video")
-    h.add_argument("--stats", help="write the run's timing and memory figures to this JSON file")
-    b = p.add_argument_group("benchmark")
-    b.add_argument(
-        "--bench", metavar="STEPS", help="benchmark the play loop at these denoising steps, e.g. 1,2,4"
+    start_episode: int = arg(0, "episode index in --start", ge=0, group="game")
+    mirror: bool = arg(False, "start with the real engine beside the dream (M)", group="game")
+    threads: int | None = arg(
+        None, "torch CPU threads (default: all cores but one)", ge=1, le=1024, group="game"
     )
-    b.add_argument("--bench-frames", type=int, default=100, help="timed frames per step count")
-    b.add_argument("--no-overlap", action="store_true", help="bench without overlapping model and drawing")
-    b.add_argument("--json", action="store_true", help="print bench results as JSON")
+    scale: int | None = arg(
+        None, "pixels per frame pixel (default 4 window, 2 headless)", ge=1, le=16, group="window"
+    )
+    filter: str = arg("nearest", "upscaling filter", choices=FILTERS, group="window")
+    sensitivity: float = arg(0.15, "degrees of turn per pixel of mouse motion", gt=0, le=100, group="window")
+    unlocked: bool = arg(False, "as fast as the model allows, not real time", group="window")
+    show_hud: bool = arg(True, "start with the HUD hidden (H)", flag="--no-hud", group="window")
+    grab: bool = arg(True, "do not capture the mouse", flag="--no-grab", group="window")
+    max_frames: int = arg(0, "quit after this many frames (0: until Esc)", ge=0, group="window")
+    record: bool = arg(False, "record from the first frame (F5 toggles)", group="window")
+    record_dir: str = arg("recordings", "dataset folder recordings go to", group="window")
+    screenshot_dir: str = arg(".", "folder F12 screenshots go to", group="window")
+    headless: bool = arg(False, "no window: play --inputs into --out", group="headless")
+    frames: int | None = arg(None, "frames to play headless", ge=1, group="headless")
+    inputs: str | None = arg(
+        None, f"input script (format: play/script.py; example: {EXAMPLE_INPUTS.name})", group="headless"
+    )
+    out: str | None = arg(None, "video to write (.mp4)", group="headless")
+    hud: bool = arg(False, "draw the HUD into the headless video", group="headless")
+    stats: str | None = arg(
+        None, "write the run's timing and memory figures to this JSON file", group="headless"
+    )
+    bench: tuple[int, ...] | None = arg(
+        None,
+        "benchmark the play loop at these denoising steps, e.g. 1,2,4",
+        ge=MIN_STEPS,
+        le=MAX_STEPS,
+        metavar="STEPS",
+        group="benchmark",
+    )
+    bench_frames: int = arg(100, "timed frames per step count", ge=1, group="benchmark")
+    overlap: bool = arg(
+        True, "bench without overlapping model and drawing", flag="--no-overlap", group="benchmark"
+    )
+    json: bool = arg(False, "print bench results as JSON", group="benchmark")
 
 
-def _device(name: str | None) -> str:
-    import torch
-
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PlayError(f"--device {name}: CUDA is not available here")
-    return name
-
-
-def open_game(args: argparse.Namespace):
-    """The PlaySession the options describe (backend, start context, mirror)."""
-    from play.engine import EngineBackend, dataset_context
-    from play.session import PlaySession
-
-    if args.engine:
-        if args.mirror:
-            raise PlayError("--mirror runs the engine beside a world model; with --engine there is no model")
-        backend = EngineBackend(args.scenario, skill=args.skill, seed=args.seed)
-        context = backend.start_context(1)
-        return PlaySession(backend, context)
-
+def checkpoint_path(args: PlayArgs) -> Path:
+    """The checkpoint folder to play, which must hold a config.json."""
     ckpt = Path(args.ckpt) if args.ckpt else DEFAULT_CKPT
     if not (ckpt / "config.json").is_file():
         hint = (
@@ -99,21 +106,36 @@ def open_game(args: argparse.Namespace):
             else "not a checkpoint folder (no config.json)"
         )
         raise PlayError(f"{ckpt}: {hint}")
+    from world_model.cli import checkpoint_folder
+
+    return Path(checkpoint_folder(str(ckpt)))
+
+
+def open_game(args: PlayArgs):
+    """The PlaySession the options describe (backend, start context, mirror)."""
+    from play.engine import EngineBackend, dataset_context
+    from play.session import PlaySession
+
+    if args.engine:
+        if args.mirror:
+            raise PlayError("--mirror runs the engine beside a world model; with --engine there is no model")
+        backend = EngineBackend(args.scenario, skill=args.skill, seed=args.seed)
+        context = backend.start_context(1)
+        return PlaySession(backend, context)
+
+    ckpt = checkpoint_path(args)
     import torch
 
     from world_model.env import WorldModelEnv
 
-    device = _device(args.device)
+    device = check_device(args.device)
     if args.threads or device == "cpu":
         # One core is left to drawing, input and the mirror engine: measured on 2 shared cores, the cpu
         # preset steps at 17.4 frames/s with 1 torch thread and 8.2 with 2 (`dreamdoom play --bench 2`).
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
     backend = WorldModelEnv.from_checkpoint(ckpt, device=device, seed=args.seed)
     if args.steps is not None:
-        try:
-            backend.sampling_steps = args.steps
-        except ValueError as e:
-            raise PlayError(f"--steps {args.steps}: {e}") from e
+        backend.sampling_steps = args.steps
     engine = None
     if args.start:
         context = dataset_context(
@@ -132,18 +154,13 @@ def open_game(args: argparse.Namespace):
     return session
 
 
-def _meta(args: argparse.Namespace) -> dict:
+def _meta(args: PlayArgs) -> dict:
     return {"ckpt": None if args.engine else str(args.ckpt or DEFAULT_CKPT), "engine": bool(args.engine)}
 
 
-def _run_headless(args: argparse.Namespace, session) -> int:
+def _run_headless(args: PlayArgs, session, commands) -> int:
     from play.headless import HeadlessConfig, run_headless
-    from play.script import read_script
 
-    missing = [f"--{k}" for k in ("frames", "inputs", "out") if getattr(args, k) is None]
-    if missing:
-        raise PlayError(f"--headless needs {', '.join(missing)} (example script: {EXAMPLE_INPUTS})")
-    commands = read_script(args.inputs, session.spec)
     if args.record:
         session.start_recording(args.record_dir, _meta(args))
     stats = run_headless(
@@ -168,82 +185,103 @@ def _run_headless(args: argparse.Namespace, session) -> int:
     return 0
 
 
-def _run_bench(args: argparse.Namespace, session) -> int:
+def _run_bench(args: PlayArgs, session) -> int:
     from play.bench import bench_play, format_bench
 
-    try:
-        steps = [int(s) for s in args.bench.split(",")]
-    except ValueError:
-        raise PlayError(f"--bench {args.bench!r}: want step counts like 1,2,4") from None
     results = bench_play(
-        session, steps, args.bench_frames, scale=args.scale or 4, overlap=not args.no_overlap
+        session, list(args.bench), args.bench_frames, scale=args.scale or 4, overlap=args.overlap
     )
     session.close()
-    device = str(getattr(session.backend, "device", "cpu"))
     label = "engine" if args.engine else str(args.ckpt or DEFAULT_CKPT)
-    print(json.dumps(results, indent=2) if args.json else format_bench(results, device, label))
+    print(
+        json.dumps(results, indent=2)
+        if args.json
+        else format_bench(results, str(session.backend.device), label)
+    )
     return 0
 
 
 DEMO_FRAMES = 600  # 34 s of play at 17.5 frames/s
 
 
+def check_headless(args: PlayArgs) -> list[Command]:
+    """The headless options, checked and the input script read before the game opens."""
+    from data.cli import VIDEO_SUFFIXES, output_file
+    from play.script import read_script
+
+    missing = [f"--{k}" for k in ("frames", "inputs", "out") if getattr(args, k) is None]
+    if missing:
+        raise UsageError(f"--headless needs {', '.join(missing)} (example script: {EXAMPLE_INPUTS})")
+    output_file(args.out, suffixes=VIDEO_SUFFIXES)
+    if args.stats:
+        output_file(args.stats, "--stats")
+    return read_script(args.inputs)
+
+
+def check_options(args: PlayArgs) -> None:
+    """What fails on its own, before the game opens (which takes seconds)."""
+    from data.cli import dataset_folder, output_folder
+
+    if not args.engine:
+        checkpoint_path(args)
+    if args.start:
+        dataset_folder(args.start, "--start")
+    output_folder(args.record_dir, "--record-dir")
+    output_folder(args.screenshot_dir, "--screenshot-dir")
+    if args.device is not None:
+        check_device(args.device)
+
+
 def cmd_play(args: argparse.Namespace, user_video_driver: str | None = None) -> int:
-    import pygame
-
-    from agent.env import ScenarioError
-    from data.dataset import DatasetError
-    from play.script import ScriptError
-    from world_model.checkpoint import CheckpointError
-
+    a = build(PlayArgs, args)
     has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    demo = None
     if sys.platform.startswith("linux") and not has_display and user_video_driver is None:
-        if not (args.headless or args.bench):  # nothing to show a window on: make a demo video instead
-            args.headless, args.mirror, args.hud = True, True, True
-            args.frames = args.frames or DEMO_FRAMES
-            args.inputs = args.inputs or str(EXAMPLE_INPUTS)
-            args.out = args.out or "demo.mp4"
-            print(
-                f"dreamdoom play: no display found, so playing {args.frames} frames of {args.inputs} "
-                f"headless (the dream beside the real engine, with the HUD) into {args.out}",
-                file=sys.stderr,
+        if not (a.headless or a.bench):  # nothing to show a window on: make a demo video instead
+            a.headless, a.mirror, a.hud = True, not a.engine, True
+            a.frames = a.frames or DEMO_FRAMES
+            a.inputs = a.inputs or str(EXAMPLE_INPUTS)
+            a.out = a.out or "demo.mp4"
+            demo = (
+                f"dreamdoom play: no display found, so playing {a.frames} frames of {a.inputs} headless "
+                f"({'the dream beside the real engine' if a.mirror else 'the engine'}, with the HUD) "
+                f"into {a.out}"
             )
-    if args.headless or (args.bench and user_video_driver is None and not has_display):
+    check_options(a)
+    commands = check_headless(a) if a.headless else None
+    if a.headless or (a.bench and user_video_driver is None and not has_display):
         os.environ["SDL_VIDEODRIVER"] = "dummy"
     elif user_video_driver is None:
         os.environ.pop("SDL_VIDEODRIVER", None)  # let SDL pick the real display
-    try:
-        session = open_game(args)
-        if args.headless:
-            return _run_headless(args, session)
-        if args.bench:
-            return _run_bench(args, session)
-        from play.window import GameWindow, WindowConfig
+    session = open_game(a)
+    if demo:  # said only now that the checkpoint has loaded
+        print(demo, file=sys.stderr)
+    if a.headless:
+        return _run_headless(a, session, commands)
+    if a.bench:
+        return _run_bench(a, session)
+    import pygame
 
-        if args.record:
-            session.start_recording(args.record_dir, _meta(args))
-        cfg = WindowConfig(
-            scale=args.scale or 4,
-            filter=args.filter,
-            unlocked=args.unlocked,
-            hud=not args.no_hud,
-            sensitivity=args.sensitivity,
-            grab_mouse=not args.no_grab,
-            record_dir=args.record_dir,
-            screenshot_dir=args.screenshot_dir,
-            max_frames=args.max_frames,
-            meta=_meta(args),
-        )
+    from play.window import GameWindow, WindowConfig
+
+    if a.record:
+        session.start_recording(a.record_dir, _meta(a))
+    cfg = WindowConfig(
+        scale=a.scale or 4,
+        filter=a.filter,
+        unlocked=a.unlocked,
+        hud=a.show_hud,
+        sensitivity=a.sensitivity,
+        grab_mouse=a.grab,
+        record_dir=a.record_dir,
+        screenshot_dir=a.screenshot_dir,
+        max_frames=a.max_frames,
+        meta=_meta(a),
+    )
+    try:
         window = GameWindow(session, cfg)
-        frames = window.run()
-        print(f"played {frames} frames")
-        return 0
-    except (PlayError, CheckpointError, DatasetError, ScenarioError, ScriptError, ValueError) as e:
-        print(f"dreamdoom play: {e}", file=sys.stderr)
-        return 2
     except pygame.error as e:
-        print(
-            f"dreamdoom play: no window could open ({e}); on a machine with no display use --headless",
-            file=sys.stderr,
-        )
-        return 2
+        session.close()
+        raise PlayError(f"no window could open ({e}); on a machine with no display use --headless") from None
+    print(f"played {window.run()} frames")
+    return 0

@@ -6,8 +6,6 @@ HUD text is re-rendered only when it changes (a few times a second).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pygame
 
@@ -17,37 +15,6 @@ HUD_MARGIN = 4
 HUD_BACKGROUND = (0, 0, 0, 150)
 HUD_COLOR = (255, 255, 120)
 LABEL_COLOR = (200, 200, 200)
-
-
-class RollingTimes:
-    """Event times and durations in a fixed ring buffer; rate and median over the last second."""
-
-    def __init__(self, capacity: int = 1024):
-        self.at = np.full(capacity, -np.inf)
-        self.value = np.zeros(capacity)
-        self.i = 0
-
-    def add(self, value: float, at: float | None = None) -> None:
-        self.at[self.i] = time.perf_counter() if at is None else at
-        self.value[self.i] = value
-        self.i = (self.i + 1) % len(self.at)
-
-    def _recent(self, window: float) -> np.ndarray:
-        return self.at > time.perf_counter() - window
-
-    def rate(self, window: float = 1.0) -> float:
-        """Events per second over the last `window` seconds."""
-        return float(self._recent(window).sum()) / window
-
-    def median(self, window: float = 1.0) -> float:
-        recent = self._recent(window)
-        return float(np.median(self.value[recent])) if recent.any() else float("nan")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio (dB) of two uint8 frames of one shape; inf when identical."""
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
 class Display:

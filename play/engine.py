@@ -35,6 +35,8 @@ class EngineBackend:
     """VizDoom with the play face; frames are resized to `size` (W, H) where the model and engine differ."""
 
     context_len = 1
+    sampling_steps = None  # the engine renders; it has no denoising steps
+    device = "cpu"
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class EngineBackend:
         self.reward = 0.0
         self.variables = np.zeros(0, np.float32)
         self.restarts = 0  # episodes the engine ended (death, timeout) and began again on its own
+        self.last_timing: dict[str, float] = {}
 
     def _frame(self, info: dict) -> np.ndarray:
         self.variables = info["variables"].copy()
@@ -128,7 +131,7 @@ def dataset_context(
     """The first k frames and actions of a dataset episode, checked against the model size and contract."""
     ds = Dataset(path, action_spec)
     if not 0 <= episode < len(ds):
-        raise DatasetError(f"{path}: episode {episode} out of range (dataset has {len(ds)})")
+        raise DatasetError(f"--start-episode {episode}: out of range ({path} has {len(ds)} episodes)")
     ref = ds.episodes[episode]
     ep = ds.load(ref)
     if len(ep) < k:

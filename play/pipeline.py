@@ -12,8 +12,11 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from data.cli_args import UsageError, arg, build
 
 
 @dataclass
@@ -209,22 +212,33 @@ def stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
     return plan
 
 
-def run(preset: str, out: Path, only: list[str] | None = None) -> int:
-    from play.cli import main as dreamdoom
+@dataclass
+class PipelineArgs:
+    out: str = arg(help="folder for data, runs, checkpoint and report")
+    preset: str = arg("tiny", "how much of everything", choices=sorted(PIPELINES))
+    only: tuple[str, ...] | None = arg(None, "run only these stages (by name)", nargs="*")
 
-    if preset not in PIPELINES:
-        print(f"--preset {preset!r}: unknown, choose one of {sorted(PIPELINES)}", file=sys.stderr)
-        return 2
+
+def run(preset: str, out: Path, dreamdoom: Callable[[list[str]], int], only: list[str] | None = None) -> int:
+    """Run the stages not done yet; `dreamdoom(argv) -> exit code` runs one command (the CLI's main)."""
     cfg = PIPELINES[preset]
+    names = [s.name for s in stages(cfg, out)]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise UsageError(f"--only {' '.join(unknown)}: no such stage; the stages are {', '.join(names)}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "stages.json"
-    log = json.loads(log_path.read_text()) if log_path.exists() else {"preset": preset, "config": asdict(cfg)}
-    if log.get("preset") != preset:
-        print(
-            f"{out}: was made with preset {log.get('preset')!r}; use another --out for {preset!r}",
-            file=sys.stderr,
-        )
-        return 2
+    log = {"preset": preset, "config": asdict(cfg)}
+    if log_path.exists():
+        try:
+            log = json.loads(log_path.read_text())
+        except ValueError as e:
+            raise UsageError(f"{log_path}: unreadable ({e}); delete it to run every stage again") from None
+    if not isinstance(log, dict) or log.get("preset") != preset:
+        made = log.get("preset") if isinstance(log, dict) else None
+        raise UsageError(f"--preset {preset}: {out} was made with preset {made!r}; use another --out")
     done = log.setdefault("done", {})
     plan = stages(cfg, out)
     start = time.perf_counter()
@@ -264,9 +278,17 @@ def run(preset: str, out: Path, only: list[str] | None = None) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help="collect -> agent -> autoencoder -> DiT -> eval, resumable")
-    p.add_argument("--preset", default="tiny", choices=sorted(PIPELINES), help="how much of everything")
-    p.add_argument("--out", required=True, help="folder for data, runs, checkpoint and report")
-    p.add_argument("--only", nargs="*", help="run only these stages (by name)")
-    p.set_defaults(func=lambda args: run(args.preset, Path(args.out), args.only))
+def register(sub: argparse._SubParsersAction, dreamdoom: Callable[[list[str]], int]) -> None:
+    """`dreamdoom pipeline`, running each stage through `dreamdoom(argv)`."""
+
+    def cmd(args: argparse.Namespace) -> int:
+        a = build(PipelineArgs, args)
+        stage = (lambda argv: dreamdoom(["--debug", *argv])) if args.debug else dreamdoom
+        return run(a.preset, Path(a.out), stage, list(a.only) if a.only else None)
+
+    p = sub.add_parser(
+        "pipeline",
+        help="collect -> agent -> autoencoder -> DiT -> eval, resumable",
+        options=lambda: (PipelineArgs,),
+    )
+    p.set_defaults(func=cmd)

@@ -20,6 +20,7 @@ See play/example_inputs.txt.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,14 @@ import numpy as np
 
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
 from play.inputs import nearest_bin
+
+MAX_SCRIPT_BYTES = 1_000_000  # an input script is a few lines; more is a wrong file
+SHOWN_CHARS = 60  # of a bad line, in an error message
+
+
+def _shown(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + f"... ({len(text):,} characters)"
 
 
 class ScriptError(ValueError):
@@ -67,12 +76,15 @@ def _action(tokens: list[str], spec: ActionSpec, where: str) -> np.ndarray:
             fields[key] = value
         elif tok.startswith("turn="):
             try:
-                fields["turn"] = nearest_bin(float(tok[5:]), spec)
+                rate = float(tok[5:])
             except ValueError:
-                raise ScriptError(f"{where}: bad turn rate '{tok}' (want turn=<degrees per tic>)") from None
+                rate = math.nan
+            if not math.isfinite(rate):
+                raise ScriptError(f"{where}: bad turn rate '{_shown(tok)}' (want turn=<degrees per tic>)")
+            fields["turn"] = nearest_bin(rate, spec)
         else:
             raise ScriptError(
-                f"{where}: unknown token '{tok}' (want fwd back left right turn=<deg> fire use, "
+                f"{where}: unknown token '{_shown(tok)}' (want fwd back left right turn=<deg> fire use, "
                 f"or {spec.num_fields} integer fields)"
             )
     return spec.make(**fields)
@@ -91,7 +103,7 @@ def parse_script(text: str, source: str = "<script>", spec: ActionSpec = DEFAULT
             commands.append(Command("reset"))
         elif head == "steps":
             if len(tokens) != 2 or not tokens[1].isdigit() or int(tokens[1]) < 1:
-                raise ScriptError(f"{where}: want 'steps <n>' with n >= 1, got '{line.strip()}'")
+                raise ScriptError(f"{where}: want 'steps <n>' with n >= 1, got '{_shown(line)}'")
             commands.append(Command("steps", value=int(tokens[1])))
         elif head.isdigit():
             if int(head) < 1:
@@ -103,7 +115,7 @@ def parse_script(text: str, source: str = "<script>", spec: ActionSpec = DEFAULT
             )
         else:
             raise ScriptError(
-                f"{where}: a line starts with a frame count, 'reset' or 'steps', got '{line.strip()}'"
+                f"{where}: a line starts with a frame count, 'reset' or 'steps', got '{_shown(line)}'"
             )
     if not any(c.kind == "action" for c in commands):
         raise ScriptError(f"{source}: no action lines; nothing to play")
@@ -111,11 +123,18 @@ def parse_script(text: str, source: str = "<script>", spec: ActionSpec = DEFAULT
 
 
 def read_script(path: str | Path, spec: ActionSpec = DEFAULT_ACTIONS) -> list[Command]:
+    """Parse an input script file; at most MAX_SCRIPT_BYTES are read (a device or a huge file is refused)."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScriptError(f"{path}: cannot read input script ({e})") from e
+        with open(path, "rb") as f:
+            data = f.read(MAX_SCRIPT_BYTES + 1)
+        text = data.decode()
+    except OSError as e:
+        raise ScriptError(f"{path}: cannot read input script ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ScriptError(f"{path}: not a text file ({e.reason} at byte {e.start})") from e
+    if len(data) > MAX_SCRIPT_BYTES:
+        raise ScriptError(f"{path}: more than {MAX_SCRIPT_BYTES:,} bytes; not an input script")
     return parse_script(text, str(path), spec)
 
 

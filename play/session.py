@@ -7,25 +7,41 @@ n+1 runs while the caller draws frame n:
     draw(session.frame)      # frame n
     session.collect()        # frame n+1 becomes session.frame
 
-Any backend with `reset(frames, actions) -> frame` and `step(action) -> frame` plays: WorldModelEnv,
-or the real engine (play/engine.py). Frames are copied into two buffers made once, so the one being
-drawn is never written while the next is computed.
+Any `Backend` plays: WorldModelEnv (the dream) or EngineBackend (the real engine, which is also the
+mirror). Frames are copied into two buffers made once, so the one being drawn is never written while
+the next is computed.
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
 
 import numpy as np
 
 from data.actions import DEFAULT_ACTIONS, ActionSpec
-from play.display import RollingTimes, psnr
 from play.engine import ENGINE_SEED, EngineBackend, StartContext
 from play.record import SessionRecorder
+from play.stats import RollingTimes, psnr
 
 MIN_STEPS = 1
 MAX_STEPS = 8
+
+
+class Backend(Protocol):
+    """What play needs of a game: world_model.env.WorldModelEnv and play.engine.EngineBackend offer it."""
+
+    resolution: tuple[int, int]  # (W, H) of the frames it returns
+    frame_skip: int  # tics per frame: real time is 35 / frame_skip frames/s
+    context_len: int  # frames a start context holds
+    sampling_steps: int | None  # denoising steps per frame; None for the real engine
+    last_timing: dict[str, float]  # the last step's split (dit_ms, decode_ms, ...); empty when none
+    device: Any  # where it computes (torch device or "cpu")
+
+    def reset(self, frames: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray: ...
+
+    def step(self, action: np.ndarray) -> np.ndarray: ...
 
 
 class PlaySession:
@@ -33,7 +49,7 @@ class PlaySession:
 
     def __init__(
         self,
-        backend,
+        backend: Backend,
         context: StartContext,
         engine: EngineBackend | None = None,
         spec: ActionSpec = DEFAULT_ACTIONS,
@@ -82,7 +98,7 @@ class PlaySession:
     @property
     def steps(self) -> int | None:
         """Denoising steps of the backend; None for the real engine."""
-        return getattr(self.backend, "sampling_steps", None)
+        return self.backend.sampling_steps
 
     # -- stepping ------------------------------------------------------------------------------------
     def _work(self, action: np.ndarray, mirror: bool) -> None:
@@ -93,7 +109,7 @@ class PlaySession:
         np.copyto(self._frames[nxt], frame)
         self.last_step_ms = 1000 * (t1 - t0)
         self.model_ms.add(self.last_step_ms)
-        self.timing = dict(getattr(self.backend, "last_timing", None) or {})
+        self.timing = dict(self.backend.last_timing)
         if mirror:
             np.copyto(self._mirror_frames[nxt], self.engine.step(action))
             self.mirror_ms.add(1000 * (time.perf_counter() - t1))

@@ -10,15 +10,17 @@ One loop iteration shows one frame:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pygame
 
-from play.display import Display, RollingTimes
+from play.display import Display
 from play.inputs import InputConfig, InputState
 from play.session import PlaySession
+from play.stats import RollingTimes
 
 TICS_PER_SECOND = 35.0
 HUD_REFRESH_S = 0.25
@@ -42,6 +44,10 @@ class WindowConfig:
     meta: dict | None = None  # recorded with every episode (checkpoint, device, ...)
 
 
+def _db(value: float) -> str:
+    return "identical" if math.isinf(value) else f"{value:5.1f} dB"
+
+
 def hud_lines(
     session: PlaySession, fps: float, target_fps: float | None, message: str = ""
 ) -> tuple[str, ...]:
@@ -50,7 +56,9 @@ def hud_lines(
     model = session.model_ms.median()
     split = session.timing
     lines = [f"{fps:5.1f} frames/s ({target})"]
-    if "dit_ms" in split:
+    if math.isnan(model):  # no step in the last second: the first frame, or paused
+        lines.append(f"{'engine' if session.is_engine else 'model'}    -- ms")
+    elif "dit_ms" in split:
         lines.append(f"model {model:5.1f} ms (dit {split['dit_ms']:.1f}, decode {split['decode_ms']:.1f})")
     else:
         lines.append(f"{'engine' if session.is_engine else 'model'} {model:5.1f} ms")
@@ -58,10 +66,13 @@ def hud_lines(
         lines.append(f"steps {session.steps}  ([ ])")
     lines.append(f"action {session.spec.describe(session.action)}")
     if session.mirror:
-        lines.append(
-            f"mirror PSNR {session.psnr:5.1f} dB (mean {session.mean_psnr:.1f} over {session.mirror_steps}), "
-            f"engine {session.mirror_ms.median():.1f} ms"
-        )
+        if session.mirror_steps == 0:  # both show the same start frame: nothing to compare yet
+            lines.append("mirror PSNR -- (from the first step)")
+        else:
+            lines.append(
+                f"mirror PSNR {_db(session.psnr)} (mean {_db(session.mean_psnr)} "
+                f"over {session.mirror_steps}), engine {session.mirror_ms.median():.1f} ms"
+            )
     if session.recorder is not None:
         lines.append(f"REC {session.recorder.frames} frames")
     if session.paused:

@@ -8,16 +8,9 @@ import pytest
 from agent.collect import CollectConfig, collect
 from agent.env import make_env
 from agent.policies import RandomPolicy, make_policy
-from agent.ppo import (
-    META_NAME,
-    PolicyError,
-    PPOConfig,
-    PPOPolicy,
-    evaluate,
-    load_policy,
-    read_meta,
-    train,
-)
+from agent.policy_io import META_NAME, PPOPolicy, load_policy, read_meta
+from agent.ppo import evaluate, train
+from agent.ppo_config import PolicyError, PPOConfig
 from agent.wrappers import HoldAction
 from data.actions import ActionSpec
 from data.dataset import Dataset

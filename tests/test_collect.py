@@ -6,7 +6,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from agent.collect import CollectConfig, collect
 from data.dataset import Dataset
@@ -87,8 +86,7 @@ def test_cli_collect_info_and_view(tmp_path, capsys):
 
 
 def test_bad_arguments_are_clear(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["collect", "--scenario", "nope", "--out", str(tmp_path)])
+    assert main(["collect", "--scenario", "nope", "--out", str(tmp_path)]) == 2
     assert main(["collect", "--policy", "nonsense", "--episodes", "1", "--out", str(tmp_path)]) != 0
     assert "--policy 'nonsense'" in capsys.readouterr().err
 

@@ -12,9 +12,10 @@ from data.actions import DEFAULT_ACTIONS as SPEC
 from data.dataset import Dataset, DatasetError
 from data.video import read_video
 from play.cli import main
-from play.display import Display, psnr
+from play.display import Display
 from play.engine import EngineBackend, dataset_context
 from play.session import PlaySession
+from play.stats import psnr
 from play.window import GameWindow, WindowConfig
 from world_model.checkpoint import make_untrained_checkpoint
 from world_model.env import WorldModelEnv
@@ -350,7 +351,7 @@ def test_cli_errors_are_clear(ckpt, tmp_path, capsys, monkeypatch):
     )
     assert "no.txt: cannot read input script" in capsys.readouterr().err
     assert main(["play", "--ckpt", str(ckpt), "--steps", "99", "--headless"]) == 2
-    assert "--steps 99: sampling_steps must be in" in capsys.readouterr().err
+    assert "--steps: must be at least 1 and at most 8, got 99" in capsys.readouterr().err
 
 
 def test_bench_reports_each_step_count(ckpt, capsys):
@@ -380,3 +381,16 @@ def test_recording_cuts_where_the_real_game_ends(ckpt, tmp_path):
     # shifted to the next step, which would leave a 0 at the start of an episode).
     assert all(np.all(ep.rewards == -1.0 * engine.frame_skip) for _, ep in real.iter_episodes())
     assert sorted(len(ep) for _, ep in Dataset(tmp_path / "dream").iter_episodes()) == sorted(lengths)
+
+
+def test_hud_of_the_first_frame_shows_no_nan_or_inf(ckpt, engine):
+    from play.window import hud_lines
+
+    session = model_session(ckpt, engine, mirror=True)
+    first = " | ".join(hud_lines(session, 0.0, 17.5))
+    assert "nan" not in first and "inf" not in first
+    assert "model    -- ms" in first and "mirror PSNR -- (from the first step)" in first
+    session.step(SPEC.noop())
+    after = " | ".join(hud_lines(session, 17.5, 17.5))
+    assert "nan" not in after and "mirror PSNR" in after and "over 1" in after
+    session.close()

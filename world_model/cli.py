@@ -4,233 +4,237 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from data.cli import dataset_folder, output_file, output_folder
+from data.cli_args import MAX_SEED, JsonOutput, UsageError, arg, build, check_device
+from world_model.config import PRESETS
 
-def _threads(args: argparse.Namespace) -> None:
+
+@dataclass
+class Threads:
+    threads: int = arg(0, "torch CPU threads (0: torch's default)", ge=0, le=1024)
+
+
+@dataclass
+class TrainAEArgs:
+    """`wm train-ae`: the preset's autoencoder config, with these overrides."""
+
+    data: str = arg(help="dataset folder")
+    out: str = arg(help="autoencoder folder to write")
+    preset: str = arg("cpu", "model and training preset", choices=sorted(PRESETS))
+    steps: int | None = arg(None, "override the preset's training steps", ge=1)
+    decoder_steps: int | None = arg(None, "override the preset's decoder fine-tuning steps", ge=0)
+    batch_size: int | None = arg(None, "override the preset's batch size", ge=1)
+    crop: int | None = arg(
+        None, "crop size, a multiple of the autoencoder's downsampling (0: whole frames)", ge=0
+    )
+    every: int = arg(2, "use every n-th frame of the training episodes", ge=1)
+    max_frames: int = arg(40000, "at most this many training frames in memory", ge=1)
+    heldout: float = arg(0.1, "held-out fraction of episodes", ge=0, le=0.9)
+    device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
+    seed: int = arg(0, "seed of initialisation and crops", ge=0, le=MAX_SEED)
+
+
+@dataclass
+class EncodeArgs:
+    data: str = arg(help="dataset folder")
+    ae: str = arg(help="autoencoder (or world-model) folder")
+    out: str = arg(help="cache file (.safetensors)")
+    heldout: float = arg(0.1, "held-out fraction of episodes", ge=0, le=0.9)
+    device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
+    seed: int = arg(
+        0, "no effect: encoding is deterministic (kept for scripts that pass it)", ge=0, le=MAX_SEED
+    )
+
+
+@dataclass
+class BenchArgs:
+    ckpt: str = arg(help="world-model checkpoint folder")
+    # le: world_model.env.MAX_SAMPLING_STEPS (a test keeps them equal; importing it here would load torch)
+    steps: tuple[int, ...] = arg((1, 2, 4), "comma-separated DDIM step counts", ge=1, le=64)
+    frames: int = arg(100, "timed steps per setting", ge=1)
+    out: str | None = arg(None, "also write the JSON here")
+    device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
+    seed: int = arg(0, "seed of the start context and actions", ge=0, le=MAX_SEED)
+
+
+def checkpoint_folder(path: str, option: str = "--ckpt") -> str:
+    """`path` if it is a checkpoint folder (config.json in it)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UsageError(f"{option} {path}: {'a file, not' if p.exists() else 'no such'} checkpoint folder")
+    config = p / "config.json"
+    if not config.is_file():
+        raise UsageError(f"{option} {path}: not a checkpoint folder (no config.json)")
+    try:
+        ok = isinstance(json.loads(config.read_text()), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        ok = False
+    if not ok:
+        raise UsageError(f"{option} {path}: {config} is not a checkpoint config (want a JSON object)")
+    return path
+
+
+def _setup(args: argparse.Namespace, device: str | None) -> str:
+    """Threads and the device, checked before any work."""
     import torch
 
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
+    threads = build(Threads, args).threads
+    if threads:
+        torch.set_num_threads(threads)
+    return check_device(device)
 
 
 def cmd_train_ae(args: argparse.Namespace) -> int:
-    import torch
+    a = build(TrainAEArgs, args)
+    dataset_folder(a.data, "--data")
+    output_folder(a.out)
+    from world_model.config import get_preset, to_dict
 
+    cfg = get_preset(a.preset).ae
+    for name in ("steps", "decoder_steps", "batch_size", "crop"):
+        if getattr(a, name) is not None:
+            setattr(cfg, name, getattr(a, name))
+    if cfg.crop % cfg.downsample:
+        raise UsageError(
+            f"--crop {cfg.crop}: must be 0 or a multiple of {cfg.downsample} (the {a.preset} preset)"
+        )
+    device = _setup(args, a.device)
     from data.dataset import Dataset
     from world_model.autoencoder import train_autoencoder
     from world_model.checkpoint import save_autoencoder
-    from world_model.config import get_preset, to_dict
     from world_model.latents import load_frames
 
-    _threads(args)
-    cfg = get_preset(args.preset).ae
-    for name in ("steps", "decoder_steps", "batch_size", "crop"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
     print(f"autoencoder config: {to_dict(cfg)}")
-    ds = Dataset(args.data)
-    train_refs, held_refs = ds.split(args.heldout)
-    train = load_frames(ds, train_refs, every=args.every, limit=args.max_frames)
-    held = load_frames(ds, held_refs or train_refs[-1:], every=max(args.every, 8), limit=512)
+    ds = Dataset(a.data)
+    train_refs, held_refs = ds.split(a.heldout)
+    train = load_frames(ds, train_refs, every=a.every, limit=a.max_frames)
+    held = load_frames(ds, held_refs or train_refs[-1:], every=max(a.every, 8), limit=512)
     print(f"{len(train):,} training frames, {len(held):,} held-out frames from {ds.root}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ae, summary = train_autoencoder(cfg, train, held, seed=args.seed, device=device)
-    save_autoencoder(args.out, ae, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, summary)
+    if ds.errors:
+        print(f"skipped {len(ds.errors)} unreadable episode(s); the first: " + "; ".join(ds.errors[:3]))
+    ae, summary = train_autoencoder(cfg, train, held, seed=a.seed, device=device)
+    save_autoencoder(a.out, ae, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, summary)
     print(json.dumps(summary, indent=2))
     print(
         f"held-out reconstruction PSNR {summary['heldout_psnr']:.2f} dB; "
-        f"{summary['crops_per_s']:.1f} crops/s; saved {args.out}"
+        f"{summary['crops_per_s']:.1f} crops/s; saved {a.out}"
     )
     return 0
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    import torch
-
+    a = build(EncodeArgs, args)
+    dataset_folder(a.data, "--data")
+    checkpoint_folder(a.ae, "--ae")
+    output_file(a.out, suffixes=(".safetensors",))
+    device = _setup(args, a.device)
     from data.dataset import Dataset
     from world_model.checkpoint import check_data_fits, load_autoencoder
     from world_model.latents import encode_dataset
 
-    _threads(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ae, config = load_autoencoder(args.ae, device)
-    ds = Dataset(args.data)
-    check_data_fits(config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
-    encode_dataset(ae, ds, args.out, heldout_fraction=args.heldout, ae_path=str(args.ae))
+    ae, config = load_autoencoder(a.ae, device)
+    ds = Dataset(a.data)
+    check_data_fits(config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(a.ae))
+    encode_dataset(ae, ds, a.out, heldout_fraction=a.heldout, ae_path=str(a.ae))
     return 0
+
+
+def _train_options() -> tuple[type, ...]:
+    from world_model.train import TrainArgs
+
+    return (TrainArgs, Threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from world_model.train import TrainArgs, train
 
-    _threads(args)
-    train(
-        TrainArgs(
-            data=args.data,
-            ae=args.ae,
-            preset=args.preset,
-            out=args.out,
-            resume=args.resume,
-            steps=args.steps,
-            minutes=args.minutes,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            ckpt_every=args.ckpt_every,
-            cooldown=args.cooldown,
-            context_noise=not args.no_context_noise,
-            cache=args.cache,
-            compile=args.compile,
-            device=args.device,
-            seed=args.seed,
-        )
-    )
+    a = build(TrainArgs, args)
+    dataset_folder(a.data, "--data")
+    checkpoint_folder(a.ae, "--ae")
+    output_folder(a.out)
+    if a.cache:
+        output_file(a.cache, "--cache", suffixes=(".safetensors",))
+    _setup(args, a.device)
+    train(a)
     return 0
+
+
+def _eval_options() -> tuple[type, ...]:
+    from world_model.evaluate import EvalArgs
+
+    return (EvalArgs, Threads, JsonOutput)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from world_model.evaluate import EvalArgs, evaluate, format_report
 
-    _threads(args)
-    engines = args.engine_factory() if args.engine_factory and not args.no_engine else None
-    try:
-        report = evaluate(
-            EvalArgs(
-                ckpt=args.ckpt,
-                data=args.data,
-                out=args.out,
-                episodes=args.episodes,
-                all_episodes=args.all_episodes,
-                transitions=args.transitions,
-                rollouts=args.rollouts,
-                horizon=args.horizon,
-                control_cases=args.control_cases,
-                stability_frames=args.stability_frames,
-                probe=not args.no_probe,
-                probe_data=args.probe_data,
-                probe_steps=args.probe_steps,
-                steps=args.steps,
-                device=args.device,
-                seed=args.seed,
-            ),
-            engine_factory=engines,
+    a = build(EvalArgs, args)
+    checkpoint_folder(a.ckpt)
+    dataset_folder(a.data, "--data")
+    output_folder(a.out)
+    if a.probe_data:
+        dataset_folder(a.probe_data, "--probe-data")
+    from data.dataset import Dataset
+
+    if not a.all_episodes and len(Dataset(a.data).episodes) < 2:  # a split needs two episodes
+        raise UsageError(
+            f"--data {a.data}: fewer than 2 episodes, so none is held out to evaluate on "
+            "(--all-episodes evaluates on every episode of a dataset recorded apart from training)"
         )
+    _setup(args, a.device)
+    engines = args.engine_factory() if args.engine_factory and a.engine else None
+    try:
+        report = evaluate(a, engine_factory=engines)
     finally:
         if engines is not None:
             engines.close()
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(json.dumps(report, indent=2) if build(JsonOutput, args).json else format_report(report))
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from world_model.bench import bench, format_bench
 
-    _threads(args)
-    steps = [int(s) for s in args.steps.split(",")]
-    result = bench(args.ckpt, steps=steps, device=args.device, frames=args.frames)
-    print(json.dumps(result, indent=2) if args.json else format_bench(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    a = build(BenchArgs, args)
+    checkpoint_folder(a.ckpt)
+    if a.out:
+        output_file(a.out)
+    device = _setup(args, a.device)
+    result = bench(a.ckpt, steps=list(a.steps), device=device, frames=a.frames, seed=a.seed)
+    print(json.dumps(result, indent=2) if build(JsonOutput, args).json else format_bench(result))
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=2))
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0)
-
-
 def register(sub: argparse._SubParsersAction, engine_factory=None) -> None:
-    """`engine_factory()` makes the replay engines that `wm eval` judges control against (None: no engine)."""
+    """`engine_factory()` makes the replay engines `wm eval` judges control against (None: no engine)."""
     wm = sub.add_parser("wm", help="world model: train, evaluate, benchmark").add_subparsers(
         dest="wm_command", required=True, metavar="WM_COMMAND"
     )
-
-    p = wm.add_parser("train-ae", help="train the autoencoder (then fine-tune its decoder)")
-    p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--preset", default="cpu", help="tiny | cpu | gpu")
-    p.add_argument("--out", required=True, help="autoencoder folder to write")
-    p.add_argument("--steps", type=int, help="override the preset's training steps")
-    p.add_argument("--decoder-steps", type=int, help="override the preset's decoder fine-tuning steps")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--crop", type=int, help="crop size (0: whole frames)")
-    p.add_argument("--every", type=int, default=2, help="use every n-th frame of the training episodes")
-    p.add_argument(
-        "--max-frames", type=int, default=40000, help="at most this many training frames in memory"
+    wm.add_parser(
+        "train-ae",
+        help="train the autoencoder (then fine-tune its decoder)",
+        options=lambda: (TrainAEArgs, Threads),
+    ).set_defaults(func=cmd_train_ae)
+    wm.add_parser(
+        "encode",
+        help="encode a dataset into a latent cache for DiT training",
+        options=lambda: (EncodeArgs, Threads),
+    ).set_defaults(func=cmd_encode)
+    wm.add_parser("train", help="train the DiT on cached latents", options=_train_options).set_defaults(
+        func=cmd_train
     )
-    p.add_argument("--heldout", type=float, default=0.1, help="held-out fraction of episodes")
-    _common(p)
-    p.set_defaults(func=cmd_train_ae)
-
-    p = wm.add_parser("encode", help="encode a dataset into a latent cache for DiT training")
-    p.add_argument("--data", required=True)
-    p.add_argument("--ae", required=True, help="autoencoder (or world-model) folder")
-    p.add_argument("--out", required=True, help="cache file (.safetensors)")
-    p.add_argument("--heldout", type=float, default=0.1)
-    _common(p)
-    p.set_defaults(func=cmd_encode)
-
-    p = wm.add_parser("train", help="train the DiT on cached latents")
-    p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--ae", required=True, help="autoencoder folder (from train-ae)")
-    p.add_argument("--preset", default="cpu", help="tiny | cpu | gpu")
-    p.add_argument("--out", required=True, help="run folder: checkpoint in OUT/ckpt, tensorboard in OUT/tb")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt")
-    p.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
-    p.add_argument("--minutes", type=float, help="stop (and save) after this much wall time")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--ckpt-every", type=int)
-    p.add_argument(
-        "--cooldown",
-        type=float,
-        default=0.0,
-        help="decay the lr linearly to 0 over this final fraction of the run (by --steps or --minutes)",
-    )
-    p.add_argument("--no-context-noise", action="store_true", help="ablation: no context noise augmentation")
-    p.add_argument("--cache", help="latent cache file (default: OUT/latents.safetensors, encoded if missing)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the DiT")
-    _common(p)
-    p.set_defaults(func=cmd_train)
-
-    p = wm.add_parser("eval", help="the dream judged on the 3-D view: structure, place, control, stability")
-    p.add_argument("--ckpt", required=True, help="world-model checkpoint folder")
-    p.add_argument("--data", required=True, help="dataset folder (its held-out episodes are used)")
-    p.add_argument(
-        "--out", required=True, help="report folder: report.json, contact_sheet.png, side_by_side.mp4"
-    )
-    p.add_argument("--episodes", type=int, default=12, help="at most this many held-out episodes")
-    p.add_argument(
-        "--all-episodes",
-        action="store_true",
-        help="every episode of --data is held out (a dataset recorded apart from the training data)",
-    )
-    p.add_argument("--transitions", type=int, default=256, help="teacher-forced transitions")
-    p.add_argument("--rollouts", type=int, default=8, help="autoregressive rollouts")
-    p.add_argument("--horizon", type=int, default=96, help="rollout length in frames")
-    p.add_argument("--control-cases", type=int, default=16, help="16-step control cases against the engine")
-    p.add_argument(
-        "--stability-frames",
-        type=int,
-        default=2000,
-        help="length of the long dream run beside the engine (0: skip)",
-    )
-    p.add_argument("--no-engine", action="store_true", help="skip control and stability (no VizDoom)")
-    p.add_argument("--no-probe", action="store_true", help="skip the place probe")
-    p.add_argument(
-        "--probe-data", help="dataset whose training split trains the place probe (default: --data's)"
-    )
-    p.add_argument("--probe-steps", type=int, help="training steps of the place probe (default: its own)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's)")
-    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    _common(p)
-    p.set_defaults(func=cmd_eval, engine_factory=engine_factory)
-
-    p = wm.add_parser("bench", help="frames/s and latency of WorldModelEnv.step")
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--steps", default="1,2,4", help="comma-separated DDIM step counts")
-    p.add_argument("--frames", type=int, default=100, help="timed steps per setting")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--out", help="also write the JSON here")
-    _common(p)
-    p.set_defaults(func=cmd_bench)
+    wm.add_parser(
+        "eval",
+        help="the dream on the 3-D view: structure, place, control, stability, beside floor and ceiling",
+        options=_eval_options,
+    ).set_defaults(func=cmd_eval, engine_factory=engine_factory)
+    wm.add_parser(
+        "bench",
+        help="frames/s and latency of WorldModelEnv.step",
+        options=lambda: (BenchArgs, Threads, JsonOutput),
+    ).set_defaults(func=cmd_bench)

@@ -27,13 +27,14 @@ import torch
 from tqdm import tqdm
 
 from data.actions import ActionSpec
+from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset, DatasetError
 from data.video import write_video
 from data.windows import LatentWindows
 from world_model.autoencoder import to_tensor
 from world_model.checkpoint import check_data_fits, load_world_model
 from world_model.control import EngineFactory, evaluate_control, evaluate_stability
-from world_model.env import autocast_for
+from world_model.env import MAX_SAMPLING_STEPS, autocast_for
 from world_model.metrics import edge_corr, gaussian_blur, psnr, sharpness, status_bar, view, view_scores
 from world_model.probe import PLACE_VARIABLES, ProbeConfig, get_probe
 from world_model.report import format_report, write_contact_sheet
@@ -47,23 +48,28 @@ CALIBRATORS = ("copy_last", "floor", "ceiling", "blur")
 
 @dataclass
 class EvalArgs:
-    ckpt: str
-    data: str
-    out: str
-    episodes: int = 12  # at most this many held-out episodes
-    all_episodes: bool = False  # every episode of --data is held out (it was recorded apart from training)
-    transitions: int = 256  # teacher-forced transitions (evenly spread)
-    rollouts: int = 8
-    horizon: int = 96
-    control_cases: int = 16
-    stability_frames: int = 2000  # about 2 minutes of play at frame_skip 2; 0: skip
-    probe: bool = True
-    probe_data: str | None = None  # dataset whose training split trains the place probe (default: --data)
-    probe_steps: int | None = None  # the probe's training steps (default: ProbeConfig's)
-    steps: int | None = None  # DDIM steps (default: the checkpoint's)
-    device: str | None = None
-    seed: int = 0
-    batch: int = 64
+    ckpt: str = arg(help="world-model checkpoint folder")
+    data: str = arg(help="dataset folder (its held-out episodes are used)")
+    out: str = arg(help="report folder: report.json, contact_sheet.png, side_by_side.mp4")
+    episodes: int = arg(12, "at most this many held-out episodes", ge=1)
+    all_episodes: bool = arg(
+        False, "every episode of --data is held out (a dataset recorded apart from the training data)"
+    )
+    transitions: int = arg(256, "teacher-forced transitions (evenly spread)", ge=1)
+    rollouts: int = arg(8, "autoregressive rollouts", ge=1)
+    horizon: int = arg(96, "rollout length in frames", ge=1)
+    engine: bool = arg(True, "judge control and stability against the real engine (VizDoom)")
+    control_cases: int = arg(16, "16-step control cases against the engine", ge=1)
+    stability_frames: int = arg(2000, "frames of the long dream run beside the engine (0: skip)", ge=0)
+    probe: bool = arg(True, "read position and angle off the frames with the place probe")
+    probe_data: str | None = arg(
+        None, "dataset whose training split trains the place probe (default: --data)"
+    )
+    probe_steps: int | None = arg(None, "training steps of the place probe (default: its own)", ge=1)
+    steps: int | None = arg(None, "DDIM steps (default: the checkpoint's)", ge=1, le=MAX_SAMPLING_STEPS)
+    device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
+    seed: int = arg(0, "seed of the sampler", ge=0, le=MAX_SEED)
+    batch: int = arg(64, "frames predicted at once", ge=1)
 
 
 def opposite_actions(actions: torch.Tensor, spec: ActionSpec) -> torch.Tensor:

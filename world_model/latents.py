@@ -106,6 +106,7 @@ def encode_dataset(
     lat, acts, starts, lengths, heldout = [], [], [], [], []
     n, t0 = 0, time.time()
     bar = tqdm(ds.episodes, desc="encode", unit="ep")
+    errors_before = len(ds.errors)
     for ref, ep in ds.iter_episodes(bar):
         zs = [
             ae.encode(to_tensor(ep.frames[i : i + batch], device)).half().cpu()
@@ -148,6 +149,9 @@ def encode_dataset(
         f"encoded {n:,} frames of {len(lat)} episodes in {seconds:.1f} s "
         f"({n / seconds:.0f} frames/s) -> {out}"
     )
+    skipped = ds.errors[errors_before:]
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable episode(s); the first: " + "; ".join(skipped[:3]))
     return out
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset
 from data.windows import LatentWindows
 from world_model.checkpoint import (
@@ -28,7 +29,7 @@ from world_model.checkpoint import (
     load_world_model,
     save_world_model,
 )
-from world_model.config import get_preset, to_dict
+from world_model.config import PRESETS, get_preset, to_dict
 from world_model.diffusion import training_loss
 from world_model.dit import DiT
 from world_model.env import autocast_for
@@ -45,24 +46,29 @@ from world_model.latents import (
 class TrainArgs:
     """What `dreamdoom wm train` was asked; None keeps the preset's value."""
 
-    data: str  # dataset folder
-    ae: str  # autoencoder folder
-    out: str  # run folder: ckpt/, tb/, latents.safetensors
-    preset: str = "cpu"
-    resume: bool = False  # continue from out/ckpt: weights, EMA, optimizer and step count
-    steps: int | None = None  # total optimizer steps
-    minutes: float | None = None  # wall-time budget; the run saves and stops when it is spent
-    batch_size: int | None = None  # per process
-    lr: float | None = None
-    ckpt_every: int | None = None
+    data: str = arg(help="dataset folder")
+    ae: str = arg(help="autoencoder folder (from train-ae)")
+    out: str = arg(help="run folder: checkpoint in OUT/ckpt, tensorboard in OUT/tb, latents.safetensors")
+    preset: str = arg("cpu", "model and training preset", choices=sorted(PRESETS))
+    resume: bool = arg(False, "continue from OUT/ckpt: weights, EMA, optimizer and step count")
+    steps: int | None = arg(None, "total optimizer steps (default: the preset's)", ge=1)
+    minutes: float | None = arg(None, "stop (and save) after this much wall time", gt=0)
+    batch_size: int | None = arg(None, "batch per process (default: the preset's)", ge=1)
+    lr: float | None = arg(None, "peak learning rate (default: the preset's)", gt=0, le=1)
+    ckpt_every: int | None = arg(None, "steps between checkpoints (default: the preset's)", ge=1)
     # Final fraction of this run (by --steps or --minutes, whichever ends first) over which the learning
     # rate decays linearly to zero; 0 keeps it constant, so a run can always be resumed at full rate.
-    cooldown: float = 0.0
-    context_noise: bool = True  # False: the ablation without context noise augmentation
-    cache: str | None = None  # latent cache file (default: out/latents.safetensors)
-    compile: bool = False
-    device: str | None = None
-    seed: int = 0
+    cooldown: float = arg(
+        0.0,
+        "decay the lr linearly to 0 over this final fraction of the run (by --steps or --minutes)",
+        ge=0,
+        le=1,
+    )
+    context_noise: bool = arg(True, "ablation: no context noise augmentation")
+    cache: str | None = arg(None, "latent cache file (default: OUT/latents.safetensors, encoded if missing)")
+    compile: bool = arg(False, "torch.compile the DiT")
+    device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
+    seed: int = arg(0, "seed of initialisation and batches", ge=0, le=MAX_SEED)
 
 
 def _dist_setup(device: str | None) -> tuple[int, int, torch.device]:

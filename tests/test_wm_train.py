@@ -133,7 +133,7 @@ def test_commands_end_to_end(dataset, ae, tmp_path, capsys):
     assert -1 <= report["control"]["action_response"] <= 1
     assert report["stability"]["frames"] == 24 and len(report["stability"]["edge_corr_per_10s"]) >= 1
     printed = capsys.readouterr().out
-    assert "view edge correlation" in printed and "rollout h=10" in printed and "action response" in printed
+    assert "scene edge correlation" in printed and "rollout h=10" in printed and "action response" in printed
     assert (report_dir / "side_by_side.mp4").stat().st_size > 0 and (
         report_dir / "contact_sheet.png"
     ).exists()

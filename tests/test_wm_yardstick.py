@@ -57,6 +57,23 @@ def test_edge_corr_sees_structure_not_brightness(e1m1):
     assert np.all(edge_corr(b5, frames) < edge_corr(b2, frames)) and np.all(edge_corr(b2, frames) < 1)
 
 
+def test_a_grey_field_that_keeps_the_weapon_holds_none_of_the_scene(e1m1):
+    """The weapon sprite is in the same place in every frame; the scene figures leave it out."""
+    from world_model.metrics import scene_edge_corr, scene_mask, view_scores
+
+    frames = e1m1.load(0).frames[20:36]
+    mask = scene_mask(*frames.shape[1:3])
+    assert mask.shape == (96, 160) and 0.8 < mask.mean() < 0.9
+    grey_with_weapon = np.full_like(frames, 60)
+    grey_with_weapon[:, :96][:, ~mask] = frames[:, :96][:, ~mask]
+    other = e1m1.load(1).frames[20:36]
+    # over the whole view the weapon alone correlates; over the scene it does not
+    assert edge_corr(view(grey_with_weapon), view(other)).mean() > 0.1
+    assert np.abs(scene_edge_corr(grey_with_weapon, other)).mean() < 0.05
+    assert view_scores(frames, frames)["edge_corr"] == pytest.approx(np.ones(16))
+    assert view_scores(frames, frames)["ssim"] == pytest.approx(np.ones(16))
+
+
 def test_gaussian_blur_keeps_a_flat_picture_and_ssim_matches_the_reference(rng):
     flat = np.full((1, 24, 32, 3), 77, np.uint8)
     assert np.array_equal(gaussian_blur(flat, 2.0), flat)

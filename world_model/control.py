@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from data.actions import ActionSpec
 from data.dataset import Manifest
-from world_model.metrics import edge_corr, view
+from world_model.metrics import scene_edge_corr
 from world_model.probe import PlaceProbe, angle_diff
 from world_model.rollout import Dreamer, HeldOut
 
@@ -129,10 +129,8 @@ def evaluate_control(
     dream_a = np.stack(list(dreamer.rollout(context, led_in, rec, seed)), 1)  # (B, T, H, W, 3)
     dream_b = np.stack(list(dreamer.rollout(context, led_in, cf, seed)), 1)
 
-    def corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return edge_corr(view(x.reshape(-1, *x.shape[2:])), view(y.reshape(-1, *y.shape[2:]))).reshape(
-            x.shape[:2]
-        )
+    def corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # (B, T, H, W, 3) twice -> (B, T)
+        return scene_edge_corr(x.reshape(-1, *x.shape[2:]), y.reshape(-1, *y.shape[2:])).reshape(x.shape[:2])
 
     fed_a, fed_b = corr(dream_a, engine_a), corr(dream_b, engine_a)  # (B, T)
     fidelity = corr(dream_b, engine_b)
@@ -248,7 +246,7 @@ def evaluate_stability(
             len(chunk) == 64 or t == frames - 1
         ):  # score in batches: one frame at a time costs more than the engine
             d, r = (np.stack(x) for x in zip(*chunk))
-            corr[t + 1 - len(chunk) : t + 1] = edge_corr(view(d), view(r))
+            corr[t + 1 - len(chunk) : t + 1] = scene_edge_corr(d, r)
             chunk = []
     second = max(1, int(round(fps)))
     low = corr <= floor

@@ -35,7 +35,16 @@ from world_model.autoencoder import to_tensor
 from world_model.checkpoint import check_data_fits, load_world_model
 from world_model.control import EngineFactory, evaluate_control, evaluate_stability
 from world_model.env import MAX_SAMPLING_STEPS, autocast_for
-from world_model.metrics import edge_corr, gaussian_blur, psnr, sharpness, status_bar, view, view_scores
+from world_model.metrics import (
+    gaussian_blur,
+    psnr,
+    scene_edge_corr,
+    scene_mask,
+    sharpness,
+    status_bar,
+    view,
+    view_scores,
+)
 from world_model.probe import PLACE_VARIABLES, ProbeConfig, get_probe
 from world_model.report import format_report, write_contact_sheet
 from world_model.rollout import Dreamer, HeldOut
@@ -262,7 +271,7 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
         real = held.frames[idx]
         video.append(np.concatenate([np.concatenate([real[i], gen[i]], 1) for i in range(min(len(gen), 2))]))
         if h not in hs:
-            rsc.add("curve", edge_corr_view(gen, real))
+            rsc.add("curve", scene_edge_corr(gen, real))
             continue
         floor = held.other_episode_frames(idx) if len(held.starts) > 1 else None
         _score_view(rsc, f"{h}/", gen, real, first_real, floor, dreamer.decode(held.latents_at(idx)))
@@ -324,6 +333,7 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
         "heldout_frames": int(len(held.frames)),
         "view": {
             "rows": [0, view(held.frames[:1]).shape[1]],
+            "weapon_box": _weapon_box(*held.frames.shape[1:3]),
             "teacher_forced": {
                 "transitions": int(len(which)),
                 **{
@@ -376,8 +386,11 @@ def _guarded(name: str, run) -> dict:
         return {"failed": f"{type(e).__name__}: {e}"}
 
 
-def edge_corr_view(pred: np.ndarray, real: np.ndarray) -> np.ndarray:
-    return edge_corr(view(pred), view(real))
+def _weapon_box(height: int, width: int) -> dict[str, list[int]]:
+    """Rows and columns [start, stop) of the weapon sprite, left out of every scene figure."""
+    mask = scene_mask(height, width)
+    rows, cols = np.where(~mask)
+    return {"rows": [int(rows.min()), int(rows.max()) + 1], "cols": [int(cols.min()), int(cols.max()) + 1]}
 
 
 def _probe_block(info: dict, err: dict) -> dict:

@@ -27,7 +27,8 @@ def format_report(report: dict) -> str:
         f"{report['checkpoint']} (step {report['step']}) on {report['heldout_episodes']} held-out episodes "
         f"({report['heldout_frames']:,} frames), {report['sampling_steps']} sampling steps, "
         f"{tf['transitions']} transitions, {ro['rollouts']} rollouts",
-        f"3-D view (rows {r0}-{r1 - 1}); floor: a real frame of another episode; ceiling: the autoencoder",
+        f"scene: the 3-D view (rows {r0}-{r1 - 1}) without the weapon sprite; floor: a real frame of another "
+        "episode; ceiling: the autoencoder",
         f"  {'':26}" + "".join(f"{c.replace('_', ' '):>11}" for c in COLUMNS),
     ]
     for metric, title, fmt in (
@@ -35,7 +36,7 @@ def format_report(report: dict) -> str:
         ("psnr", "PSNR (dB)", ".2f"),
         ("ssim", "SSIM", ".3f"),
     ):
-        lines.append(f"view {title}")
+        lines.append(f"scene {title}")
         lines.append(_row("teacher-forced", tf[metric], fmt))
         lines += [_row(f"rollout h={h}", d, fmt) for h, d in ro[metric].items()]
     lines.append("status bar PSNR (dB)")

@@ -250,13 +250,17 @@ def evaluate_stability(
             chunk = []
     second = max(1, int(round(fps)))
     low = corr <= floor
-    # first t from which `second` consecutive frames are at or under the floor
+    # the first frame from which a whole second stays at or under the floor
     run = np.convolve(low.astype(int), np.ones(second, int), "valid") == second
     lost = int(np.argmax(run)) if run.any() else None
-    recovered = None
+    recovered, later_above = None, None
     if lost is not None:
-        high = np.convolve((~low[lost:]).astype(int), np.ones(second, int), "valid") == second
+        # after that: does a whole second come back above the floor, and what share of later seconds do
+        rest = corr[lost + second :]
+        high = np.convolve((rest > floor).astype(int), np.ones(second, int), "valid") == second
         recovered = bool(high.any())
+        secs = rest[: len(rest) // second * second].reshape(-1, second).mean(1)
+        later_above = float((secs > floor).mean()) if len(secs) else 0.0
     seg = max(1, int(round(10 * fps)))
     return {
         "frames": frames,
@@ -266,6 +270,7 @@ def evaluate_stability(
         "first_lost_frame": lost,
         "first_lost_second": None if lost is None else lost / fps,
         "recovered": recovered,
+        "later_seconds_above_floor": later_above,  # share of the whole seconds after it, by their mean
         "share_above_floor": float((~low).mean()),
         "edge_corr_per_10s": [float(corr[i : i + seg].mean()) for i in range(0, frames, seg)],
         "_samples": samples,

@@ -97,8 +97,9 @@ def opposite_actions(actions: torch.Tensor, spec: ActionSpec) -> torch.Tensor:
     return out
 
 
-def load_heldout(ds: Dataset, refs, ck, device: torch.device, limit: int) -> HeldOut:
-    """Read up to `limit` held-out episodes of 2+ frames; their latents are encoded when first needed."""
+def load_heldout(ds: Dataset, refs, others, ck, device: torch.device, limit: int) -> HeldOut:
+    """Read up to `limit` held-out episodes of 2+ frames; their latents are encoded when first needed.
+    With a single one, the first readable of `others` gives the floor's frames."""
     frames, actions, place, starts, lengths, metas, manifests = ([] for _ in range(7))
     n = 0
     for ref, ep in ds.iter_episodes(refs):
@@ -133,6 +134,9 @@ def load_heldout(ds: Dataset, refs, ck, device: torch.device, limit: int) -> Hel
         ck.dit_cfg.context_len,
         ds.action_spec.noop(),
     )
+    floor_episode = None
+    if len(frames) == 1:
+        floor_episode = next((ep.frames for _, ep in ds.iter_episodes(others, keys=("frames",))), None)
     return HeldOut(
         np.concatenate(frames),
         all_act,
@@ -143,6 +147,7 @@ def load_heldout(ds: Dataset, refs, ck, device: torch.device, limit: int) -> Hel
         manifests,
         encode,
         windows,
+        floor_episode,
     )
 
 
@@ -205,7 +210,7 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
         timing[name] = round(now - since, 1)
         return now
 
-    held = load_heldout(ds, held_refs, ck, device, args.episodes)
+    held = load_heldout(ds, held_refs, train_refs, ck, device, args.episodes)
     t = lap("load", t_start)
     dreamer = Dreamer(ck, device, steps)
     k = ck.dit_cfg.context_len
@@ -237,7 +242,7 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
         swapped[:, k] = opposite_actions(acts[:, k], ds.action_spec)
         pred_swap = dreamer.decode(dreamer.predict(context, swapped, args.seed + i))
         recon = dreamer.decode(held.latents_at(idx))
-        floor = held.other_episode_frames(idx) if len(held.starts) > 1 else None
+        floor = held.other_episode_frames(idx) if held.has_floor else None
         _score_view(sc, "tf/", pred, real, prev, floor, recon)
         for metric, v in view_scores(pred_swap, real).items():
             sc.add(f"tf/{metric}/swap", v)
@@ -273,7 +278,7 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
         if h not in hs:
             rsc.add("curve", scene_edge_corr(gen, real))
             continue
-        floor = held.other_episode_frames(idx) if len(held.starts) > 1 else None
+        floor = held.other_episode_frames(idx) if held.has_floor else None
         _score_view(rsc, f"{h}/", gen, real, first_real, floor, dreamer.decode(held.latents_at(idx)))
         rsc.add("curve", rsc.values[f"{h}/edge_corr/model"][-1])
         sheet[h] = (real[0], gen[0], float(rsc.values[f"{h}/edge_corr/model"][-1][0]))

@@ -102,7 +102,11 @@ def _control_lines(c: dict, s: dict) -> list[str]:
             "never at the floor for a second"
             if s["first_lost_frame"] is None
             else f"at the floor from frame {s['first_lost_frame']} ({s['first_lost_second']:.1f} s), "
-            + ("recovers later" if s["recovered"] else "never recovers")
+            + (
+                f"a whole second back above it later; {s['later_seconds_above_floor']:.0%} of later seconds"
+                if s["recovered"]
+                else "never a whole second back above it"
+            )
         )
         lines.append(
             f"stability over {s['frames']} frames ({s['seconds_of_play']:.0f} s): mean edge corr "

@@ -73,6 +73,7 @@ class HeldOut:
     manifests: list[Manifest]  # each episode's shard manifest (scenario, map, skill, ...)
     encode: Callable[[np.ndarray], torch.Tensor]  # uint8 frames (B, H, W, 3) -> latents (B, C, h, w)
     windows: LatentWindows  # over `latents`, filled in place as frames are encoded
+    floor_episode: np.ndarray | None = None  # frames of another episode, for a floor when one is held out
 
     def __post_init__(self):
         self._encoded = np.zeros(len(self.frames), bool)
@@ -90,6 +91,10 @@ class HeldOut:
             self.latents[torch.from_numpy(part)] = self.encode(self.frames[part]).to(self.latents.dtype)
         self._encoded[todo] = True
         return self.latents[torch.from_numpy(idx)]
+
+    @property
+    def has_floor(self) -> bool:
+        return len(self.starts) > 1 or self.floor_episode is not None
 
     def episode_of(self, idx: np.ndarray) -> np.ndarray:
         """Episode number of each frame index."""
@@ -110,8 +115,11 @@ class HeldOut:
         return context, actions[:, :-1]
 
     def other_episode_frames(self, idx: np.ndarray) -> np.ndarray:
-        """For each frame index, the frame at the same step of the next held-out episode (the floor)."""
+        """For each frame index, the frame at the same step of another episode (the floor): the next
+        held-out episode, or with a single one, `floor_episode`."""
         e = self.episode_of(idx)
         step = idx - np.asarray(self.starts)[e]
+        if len(self.starts) == 1:
+            return self.floor_episode[step % len(self.floor_episode)]
         other = (e + 1) % len(self.starts)
         return self.frames[np.asarray(self.starts)[other] + step % np.asarray(self.lengths)[other]]

@@ -21,9 +21,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from data.dataset import Dataset
     from data.info import format_summary, summarize
 
-    summary = summarize(Dataset(args.path))
+    summary = summarize(Dataset(args.path), verify=args.verify)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 1 if summary["bad_episodes"] else 0
+    return 1 if summary["bad_episodes"] or summary["skipped_shards"] else 0
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = data.add_parser("info", help="episodes, frames, action histogram, bytes per frame")
     p.add_argument("path", help="dataset folder")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--verify", action="store_true", help="decode every frame and check every file's checksum")
     p.set_defaults(func=cmd_info)
     p = data.add_parser("view", help="one episode to an mp4 video or a png contact sheet")
     p.add_argument("path", help="dataset folder")

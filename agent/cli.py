@@ -54,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         ent_coef=args.ent_coef,
         checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes,
         threads=args.threads,
         vec=args.vec,
         device=args.device,
@@ -77,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--workers", type=int, default=2, help="processes, each writing its own shard")
     p.add_argument("--out", required=True, help="dataset folder (shards are added to it)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="episode seeds (default: a new one each run)")
     p.add_argument("--max-steps", type=int, default=0, help="cut episodes at this many steps (0: no cut)")
     p.add_argument("--frame-skip", type=int, default=2, help="tics per recorded frame (35 tics = 1 s)")
     p.add_argument("--resolution", type=parse_resolution, default=(160, 120), help="160x120 or 320x240")
@@ -106,7 +107,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-steps", type=int, default=128, help="decisions per env per PPO rollout")
     p.add_argument("--lr", type=float, default=2.5e-4)
     p.add_argument("--ent-coef", type=float, default=0.01)
-    p.add_argument("--checkpoint-every", type=int, default=50_000, help="steps between checkpoints (0: none)")
+    p.add_argument(
+        "--checkpoint-minutes", type=float, default=2.0, help="minutes between saves of policy.zip (0: none)"
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, default=50_000, help="steps between kept snapshots (0: none)"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument(
         "--vec", default="dummy", choices=("dummy", "subproc"), help="envs in one process, or one each"

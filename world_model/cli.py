@@ -19,10 +19,11 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
 
     from data.dataset import Dataset
     from world_model.autoencoder import train_autoencoder
-    from world_model.checkpoint import save_autoencoder
+    from world_model.checkpoint import check_out, save_autoencoder
     from world_model.config import get_preset, to_dict
     from world_model.latents import load_frames
 
+    check_out(args.out, "autoencoder", args.overwrite)
     _threads(args)
     cfg = get_preset(args.preset).ae
     for name in ("steps", "decoder_steps", "batch_size", "crop"):
@@ -72,6 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             preset=args.preset,
             out=args.out,
             resume=args.resume,
+            overwrite=args.overwrite,
             steps=args.steps,
             minutes=args.minutes,
             batch_size=args.batch_size,
@@ -137,6 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--preset", default="cpu", help="tiny | cpu | gpu")
     p.add_argument("--out", required=True, help="autoencoder folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the autoencoder already in --out")
     p.add_argument("--steps", type=int, help="override the preset's training steps")
     p.add_argument("--decoder-steps", type=int, help="override the preset's decoder fine-tuning steps")
     p.add_argument("--batch-size", type=int)
@@ -163,6 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="cpu", help="tiny | cpu | gpu")
     p.add_argument("--out", required=True, help="run folder: checkpoint in OUT/ckpt, tensorboard in OUT/tb")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt")
+    p.add_argument("--overwrite", action="store_true", help="start over, replacing OUT/ckpt")
     p.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
     p.add_argument("--minutes", type=float, help="stop (and save) after this much wall time")
     p.add_argument("--batch-size", type=int)

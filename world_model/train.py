@@ -22,10 +22,12 @@ from data.windows import LatentWindows
 from world_model.checkpoint import (
     CheckpointError,
     check_data_fits,
+    check_out,
     dit_config_for,
     load_autoencoder,
     load_optimizer_state,
     load_world_model,
+    recover,
     save_world_model,
 )
 from world_model.config import get_preset, to_dict
@@ -50,6 +52,7 @@ class TrainArgs:
     out: str  # run folder: ckpt/, tb/, latents.safetensors
     preset: str = "cpu"
     resume: bool = False  # continue from out/ckpt: weights, EMA, optimizer and step count
+    overwrite: bool = False  # start over in a run folder that holds a checkpoint (replaced at the first save)
     steps: int | None = None  # total optimizer steps
     minutes: float | None = None  # wall-time budget; the run saves and stops when it is spent
     batch_size: int | None = None  # per process
@@ -100,6 +103,12 @@ def train(args: TrainArgs) -> dict:
             setattr(tcfg, name, getattr(args, name))
     diffusion.context_noise = args.context_noise
 
+    if main:  # before any work: an --out that a save would lose something in is refused now
+        if (out / "config.json").exists() or out.is_file():
+            raise CheckpointError(f"{out}: is a checkpoint or a file, not a run folder; choose another --out")
+        check_out(ckpt_dir, "world_model", args.resume or args.overwrite, "--resume (or --overwrite)")
+        if args.resume and recover(ckpt_dir) is None:
+            raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
     ds = Dataset(args.data)
     ae, ae_config = load_autoencoder(args.ae, device)
     check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
@@ -128,8 +137,6 @@ def train(args: TrainArgs) -> dict:
 
     step, seconds_before = 0, 0.0
     if args.resume:
-        if not (ckpt_dir / "config.json").exists():
-            raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
         ck = load_world_model(ckpt_dir, "cpu", weights="dit", expected_spec=ds.action_spec)
         check_data_fits(
             ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(ckpt_dir)

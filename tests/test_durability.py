@@ -19,7 +19,7 @@ import pytest
 from conftest import make_episode
 from data.actions import DEFAULT_ACTIONS
 from data.dataset import Dataset, Manifest, ShardWriter, default_recorder, new_shard_name
-from data.episode import EpisodeError, read_episode, write_episode
+from data.episode import VARIABLES, EpisodeError, EpisodeRecorder, read_episode, write_episode
 from data.info import summarize
 from play.cli import main
 
@@ -50,7 +50,13 @@ def test_two_writers_on_one_shard_keep_every_episode(tmp_path):
     a, b = ShardWriter(tmp_path / "s", manifest()), ShardWriter(tmp_path / "s", manifest())
     assert a.next_index == b.next_index == 0
     paths = [a.write(episode(0)), b.write(episode(1)), b.write(episode(2)), a.write(episode(3))]
-    assert len(set(paths)) == 4
+    recording = EpisodeRecorder()  # a streaming recording whose name is taken moves on too
+    for t, frame in enumerate(episode(4).frames):
+        recording.add(frame, DEFAULT_ACTIONS.noop(), np.zeros(len(VARIABLES), np.float32), reward=t)
+    c = ShardWriter(tmp_path / "s", manifest())
+    a.write(episode(5))
+    paths += [c.write_recording(recording, {"n": 4})]
+    assert len(set(paths)) == 5 and read_episode(paths[-1]).meta == {"n": 4}
     # Four processes at once, 12 episodes each, into one shard folder.
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(4)

@@ -6,6 +6,7 @@ engine is involved)."""
 import json
 import multiprocessing as mp
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -274,7 +275,7 @@ def _gone_within(pids: set[int], seconds: float) -> set[int]:
     return _alive(pids)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_a_killed_collector_leaves_no_engine(tmp_path, sig):
     out = tmp_path / "ds"
     proc = subprocess.Popen(_collect_cmd(out, 400), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -296,6 +297,31 @@ def test_a_killed_worker_is_reported_and_its_engine_reaped(tmp_path):
     _, err = proc.communicate(timeout=240)  # the other worker plays its 200 episodes to the end
     assert proc.returncode == 1 and b"died without finishing" in err
     assert not _gone_within(engines, 15)
+
+
+def _tagged_engines(tag: str) -> set[int]:
+    """Live VizDoom engines whose environment carries `tag` (they inherit it from the worker)."""
+    found = set()
+    for pid, (name, _, state) in _processes().items():
+        if name == "vizdoom" and state not in "ZX":
+            try:
+                if f"DREAMDOOM_TEST_TAG={tag}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                    found.add(pid)
+            except OSError:
+                pass
+    return found
+
+
+def test_a_failing_worker_leaves_no_engine(tmp_path, monkeypatch):
+    from agent.collect import CollectConfig, CollectError, collect
+
+    tag = secrets.token_hex(8)
+    monkeypatch.setenv("DREAMDOOM_TEST_TAG", tag)
+    # A recorder entry that is not JSON: the worker fails writing its manifest, after its engine started.
+    cfg = CollectConfig(str(tmp_path), "basic", "random", episodes=2, workers=2, seed=0, extra={"bad": {1}})
+    with pytest.raises(CollectError, match="not JSON serializable"):
+        collect(cfg, progress=False)
+    assert not _gone_within(_tagged_engines(tag), 10) and not _tagged_engines(tag)
 
 
 # --- 7. reruns do not copy episodes, and copies do not leak into the held-out split ----------------------

@@ -357,3 +357,34 @@ def test_copies_of_an_episode_stay_on_one_side_of_the_split(tmp_path):
         copied = {r for g in ds.duplicates() for r in g}
         assert all(r.is_heldout(fraction) == (r in held) for r in ds.episodes if r not in copied)
     assert len(ds.duplicates()) == 10 and all(len(g) == 4 for g in ds.duplicates())
+
+
+# --- 9. an agent run killed early can be resumed ----------------------------------------------------------
+
+
+def test_an_agent_run_killed_in_its_first_minute_can_be_resumed(tmp_path):
+    from agent.ppo import read_meta
+
+    tag = secrets.token_hex(8)
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "play.cli", "agent", "train", "--scenario", "basic", "--envs", "1"]
+    argv += ["--n-steps", "32", "--max-episode-steps", "20", "--out", str(run), "--no-progress"]
+    env = dict(os.environ, DREAMDOOM_TEST_TAG=tag)
+    proc = subprocess.Popen(
+        [*argv, "--steps", "100000", "--checkpoint-minutes", "0.01"], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (run / "policy.zip").exists():
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few more saves: the kill may land in the middle of one
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in _tagged_engines(tag):  # agent train's engine is its child: clear what the kill left
+            os.kill(pid, signal.SIGKILL)
+    done = read_meta(run / "policy.zip")["num_timesteps"]
+    assert 0 < done < 100000
+    resumed = subprocess.run([*argv, "--steps", str(done + 32), "--resume"], env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert read_meta(run / "policy.zip")["num_timesteps"] >= done + 32

@@ -3,6 +3,10 @@
 Frames, nearly all of the bytes, are stored as one zstd stream (level 1, with a checksum): on Doom
 frames it is smaller than zlib level 6 and over ten times faster, so recording costs little.
 
+The zip's comment holds a CRC-32 of the whole file (`_seal`), checked whenever frames are read: a
+flipped byte anywhere, even in zip metadata no member CRC covers, makes the file a named, skipped
+error instead of silently different data. Files written before the seal read as before.
+
 Step t of an episode: `frames[t]` is what the player saw, `actions[t]` what they did next,
 `rewards[t]` and `dones[t]` what followed. The world model learns frames[t+1] from frames[<=t] and
 actions[<=t]; the last step of a finished episode has no next frame.

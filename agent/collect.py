@@ -1,17 +1,24 @@
 """`dreamdoom collect`: roll out a policy in N processes, each writing its own shard of one dataset.
 
 Every episode is written atomically when it ends, so Ctrl-C or a kill keeps every finished episode.
+Shard names carry a random part, so collectors started at the same moment into one folder keep every
+episode. Each worker leads its own process group with its VizDoom engine in it, and dies with the
+collector (a parent-death signal), taking the engine down too: no engine outlives its collector.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import multiprocessing as mp
 import os
 import queue as queue_lib
+import secrets
+import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +27,7 @@ from tqdm import tqdm
 from agent.env import SCENARIOS, DoomEnv, EnvConfig
 from agent.policies import env_needs, make_policy
 from data.cli_args import MAX_SEED, arg
-from data.dataset import ShardWriter, default_recorder
+from data.dataset import MANIFEST_NAME, ShardWriter, default_recorder, new_shard_name
 from data.episode import EpisodeRecorder
 
 REPORT_EVERY = 64  # steps between progress messages from a worker
@@ -35,8 +42,9 @@ class CollectConfig:
     policy: str = arg("random", "random | scripted | path of a trained policy .zip")
     episodes: int = arg(10, "episodes to play", ge=1)
     workers: int = arg(2, "processes, each writing its own shard", ge=1, le=256)
-    # episode i is played with seed (seed, i): reproducible whatever the worker count
-    seed: int = arg(0, "seed of the episodes", ge=0, le=MAX_SEED)
+    # Episode i is played with seed (seed, i): reproducible whatever the worker count. None draws a fresh
+    # seed, so a rerun (after a crash, say) records new episodes instead of copies of the old ones.
+    seed: int | None = arg(None, "seed of the episodes (default: a new one each run)", ge=0, le=MAX_SEED)
     max_steps: int = arg(0, "cut episodes at this many steps (0: the scenario's timeout)", ge=0)
     frame_skip: int = arg(2, "tics per recorded frame (35 tics = 1 s)", ge=1, le=35)
     resolution: tuple[int, int] = arg((160, 120), "160x120 or 320x240")
@@ -54,6 +62,7 @@ class CollectStats:
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # summed over workers: frames per CPU-second holds up on a busy machine
     shards: list = field(default_factory=list)
+    seed: int | None = None  # the seed played (drawn when none was given)
 
     @property
     def fps(self) -> float:
@@ -122,14 +131,62 @@ def cpu_seconds_with_children() -> float:
     return total
 
 
-def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: str, messages) -> None:
-    parent = os.getppid()
+PR_SET_PDEATHSIG = 1  # prctl(2) option: a signal the kernel sends this process when its parent dies
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (Linux /proc; empty elsewhere)."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in "ZX":  # zombies and the dead hold nothing
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_group_except_self() -> None:
+    """SIGKILL this worker's process group but itself: the VizDoom engine, which ignores SIGTERM."""
+    for pid in _group_members(os.getpgrp()):
+        if pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _die_with_group(signum, frame) -> None:
+    os.killpg(os.getpgrp(), signal.SIGKILL)  # the engine and this worker, at once
+
+
+def _bind_to_collector(collector: int) -> None:
+    """Make this worker and its engine die with the collector, whatever kills it (even SIGKILL)."""
+    os.setpgrp()  # a group of our own: the engine VizDoom starts joins it, the collector's Ctrl-C does not
+    signal.signal(signal.SIGTERM, _die_with_group)
+    atexit.register(_kill_group_except_self)  # an exception that skips env.close() leaves no engine
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the per-step parent check below still applies
+        pass
+    if os.getppid() != collector:  # it died before the signal was armed
+        _die_with_group(signal.SIGTERM, None)
+
+
+def _worker(
+    worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: str, messages, collector: int
+) -> None:
+    _bind_to_collector(collector)
 
     def report(n: int) -> None:
-        if os.getppid() != parent:  # the collector was killed: stop instead of playing on as an orphan
-            os._exit(1)
+        if os.getppid() != collector:  # the collector was killed: stop instead of playing on as an orphan
+            _die_with_group(signal.SIGTERM, None)
         messages.put(("steps", n))
 
+    env = None
     try:
         policy = make_policy(cfg.policy)
         env_cfg = env_needs(
@@ -161,10 +218,32 @@ def _worker(worker_id: int, episode_ids: list[int], cfg: CollectConfig, shard: s
                 writer.write_recording(recorder, {"policy": policy.name, "seed": [cfg.seed, i], "end": end})
                 messages.put(("episode", steps, writer.bytes_written - before))
         messages.put(("cpu", cpu_seconds_with_children() - cpu_start))
-        env.close()
     except BaseException:  # noqa: BLE001 (reported to the parent, which decides)
         messages.put(("error", worker_id, traceback.format_exc()))
         raise SystemExit(1) from None
+    finally:
+        if env is not None:
+            env.close()
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any engine starts, an --out that is not a dataset folder or cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise CollectError(f"{out}: is a file, not a dataset folder; choose another --out", CollectStats())
+    for foreign in ("config.json", "policy.zip"):  # a checkpoint or a run folder, not a dataset
+        if (out / foreign).exists():
+            raise CollectError(f"{out}: holds {foreign}, so it is not a dataset folder", CollectStats())
+    if (out / MANIFEST_NAME).exists():
+        raise CollectError(
+            f"{out}: is a shard itself; pass the dataset folder above it, shards are added there",
+            CollectStats(),
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CollectError(f"{out}: cannot create the dataset folder ({e})", CollectStats()) from e
+    if not os.access(out, os.W_OK):
+        raise CollectError(f"{out}: not writable", CollectStats())
 
 
 def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
@@ -173,20 +252,24 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
     EnvConfig(scenario=cfg.scenario).scenario_spec()
     make_policy(cfg.policy) if cfg.policy in ("random", "scripted") else None
     out = Path(cfg.out)
+    if cfg.record:
+        check_out(out)
+    if cfg.seed is None:
+        cfg = replace(cfg, seed=secrets.randbits(31))
     workers = max(1, min(cfg.workers, cfg.episodes))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    shards = [str(out / f"{policy_tag(cfg.policy)}-s{cfg.seed}-{stamp}-w{w:02d}") for w in range(workers)]
+    name = new_shard_name(f"{policy_tag(cfg.policy)}-s{cfg.seed}")
+    shards = [str(out / f"{name}-w{w:02d}") for w in range(workers)]
     ctx = mp.get_context("spawn")  # VizDoom and torch are safer in fresh processes than forked ones
     messages = ctx.Queue()
     procs = [
         ctx.Process(
             target=_worker,
-            args=(w, list(range(w, cfg.episodes, workers)), cfg, shards[w], messages),
+            args=(w, list(range(w, cfg.episodes, workers)), cfg, shards[w], messages, os.getpid()),
             daemon=True,
         )
         for w in range(workers)
     ]
-    stats = CollectStats(shards=shards if cfg.record else [])
+    stats = CollectStats(shards=shards if cfg.record else [], seed=cfg.seed)
     bar = tqdm(
         total=cfg.episodes,
         unit="ep",
@@ -226,6 +309,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
                 finished += 1
             elif msg[0] == "error":
                 errors.append(f"worker {msg[1]} failed:\n{msg[2]}")
+        if finished < workers and not errors:  # killed from outside (OOM, kill -9): say so, do not exit 0
+            codes = {w: p.exitcode for w, p in enumerate(procs) if p.exitcode}
+            errors.append(
+                f"worker(s) died without finishing (exit codes {codes}); finished episodes are kept"
+            )
     except KeyboardInterrupt:
         errors.append("interrupted: finished episodes are kept, the ones in progress are dropped")
     finally:
@@ -235,6 +323,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
             if p.is_alive():
                 p.terminate()
             p.join()
+            try:  # the engine of a worker that was killed outright is still in the worker's group
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     if errors:
         raise CollectError("\n".join(errors), stats)
     return stats
@@ -250,7 +342,8 @@ def summary_line(stats: CollectStats, cfg: CollectConfig) -> str:
     where = f" -> {cfg.out}" if cfg.record else " (not recorded)"
     size = f", {stats.bytes / 1e6:.1f} MB, {stats.bytes_per_frame / 1e3:.1f} KB/frame" if cfg.record else ""
     return (
-        f"collected {stats.episodes} episodes, {stats.frames:,} frames in {stats.seconds:.1f} s: "
+        f"collected {stats.episodes} episodes (seed {stats.seed}), {stats.frames:,} frames in "
+        f"{stats.seconds:.1f} s: "
         f"{stats.fps:.0f} frames/s with {max(1, min(cfg.workers, cfg.episodes))} workers "
         f"({stats.fps_per_cpu:.0f} frames per worker CPU-second){size}{where}"
     )

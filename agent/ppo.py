@@ -37,7 +37,8 @@ from agent.ppo_config import PolicyError, PPOConfig
 from agent.reward import TERMS, RewardConfig, ShapedRewardWrapper
 from agent.wrappers import HoldAction, RecordEpisodes
 from data.actions import DEFAULT_ACTIONS
-from data.dataset import ShardWriter, default_recorder
+from data.dataset import ShardWriter, default_recorder, new_shard_name
+from data.durable import fsync_dir
 from data.episode import VARIABLES
 
 CHECKPOINT_DIR = "checkpoints"
@@ -86,7 +87,10 @@ def save_policy(model: PPO, path: Path, cfg: PPOConfig, policy_version: int) -> 
     }
     with zipfile.ZipFile(tmp, "a") as z:
         z.writestr(META_NAME, json.dumps(meta, indent=2))
+    with open(tmp, "rb") as f:  # durable before it replaces the last good policy
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 # -- training ------------------------------------------------------------------------------------------
@@ -102,6 +106,7 @@ class TrainCallback(BaseCallback):
         self.episodes: list[dict] = []  # per finished episode since the last log
         self.all_episodes = 0
         self.next_checkpoint = 0
+        self.last_save = 0.0
         self.start_time = 0.0
         self.start_steps = 0
 
@@ -112,6 +117,7 @@ class TrainCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.start_time, self.start_steps = time.perf_counter(), self.model.num_timesteps
+        self.last_save = self.start_time
         every = self.cfg.checkpoint_every
         self.next_checkpoint = (self.model.num_timesteps // every + 1) * every if every else 0
         self.bar = tqdm(
@@ -143,7 +149,8 @@ class TrainCallback(BaseCallback):
                     }
                 )
         self.bar.update(self.training_env.num_envs)
-        if self.next_checkpoint and self.model.num_timesteps >= self.next_checkpoint:
+        snapshot = self.next_checkpoint and self.model.num_timesteps >= self.next_checkpoint
+        if snapshot:
             folder = self.run_dir / CHECKPOINT_DIR
             folder.mkdir(exist_ok=True)
             save_policy(
@@ -152,8 +159,11 @@ class TrainCallback(BaseCallback):
                 self.cfg,
                 self.policy_version,
             )
-            save_policy(self.model, self.run_dir / POLICY_NAME, self.cfg, self.policy_version)
             self.next_checkpoint += self.cfg.checkpoint_every
+        minutes = self.cfg.checkpoint_minutes
+        if snapshot or (minutes > 0 and time.perf_counter() - self.last_save >= minutes * 60):
+            save_policy(self.model, self.run_dir / POLICY_NAME, self.cfg, self.policy_version)
+            self.last_save = time.perf_counter()
         return True
 
     def _on_rollout_end(self) -> None:
@@ -237,7 +247,7 @@ def train(
     print("ppo config:", json.dumps(cfg.to_dict()), file=sys.stderr)
     torch.set_num_threads(cfg.threads)
 
-    shard_name = f"ppo-{run_dir.name}-s{cfg.seed}"
+    shard_name = new_shard_name(f"ppo-{run_dir.name}-s{cfg.seed}")  # unique: runs may share a dataset
     thunks = [make_env(cfg, i, record_dir, shard_name) for i in range(cfg.envs)]
     venv = SubprocVecEnv(thunks, start_method="spawn") if cfg.vec == "subproc" else DummyVecEnv(thunks)
     venv = VecTransposeImage(venv)

@@ -46,7 +46,11 @@ class PPOConfig:
     vf_coef: float = arg(0.5, "value loss weight", ge=0)
     max_grad_norm: float = arg(0.5, "gradient clipping norm", gt=0)
     features_dim: int = arg(256, "NatureCNN output width", ge=1)
-    checkpoint_every: int = arg(50_000, "steps between checkpoints/policy_<steps>.zip (0: none)", ge=0)
+    # policy.zip, the point --resume starts from, is saved on a timer so an early kill loses minutes at most
+    checkpoint_minutes: float = arg(2.0, "minutes between saves of policy.zip (0: none)", ge=0)
+    checkpoint_every: int = arg(
+        50_000, "steps between snapshots kept as checkpoints/policy_<steps>.zip (0: none)", ge=0
+    )
     threads: int = arg(2, "torch CPU threads", ge=1)
     device: str = arg(
         "auto", "torch device of the policy network: auto (CUDA when there is one) | cpu | cuda"

@@ -75,6 +75,7 @@ def output_file(path: str, option: str = "--out", suffixes: tuple[str, ...] = ()
 @dataclass
 class InfoArgs:
     path: str = arg(help="dataset folder", positional=True)
+    verify: bool = arg(False, "decode every frame and check every file's checksum")
 
 
 @dataclass
@@ -91,9 +92,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from data.info import format_summary, summarize
 
     a, out = build(InfoArgs, args), build(JsonOutput, args)
-    summary = summarize(Dataset(dataset_folder(a.path)))
+    summary = summarize(Dataset(dataset_folder(a.path)), verify=a.verify)
     print(json.dumps(summary, indent=2) if out.json else format_summary(summary))
-    return 1 if summary["bad_episodes"] else 0
+    return 1 if summary["bad_episodes"] or summary["skipped_shards"] else 0
 
 
 def cmd_view(args: argparse.Namespace) -> int:

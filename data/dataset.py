@@ -3,29 +3,46 @@
 A collector writes one shard folder (manifest.json + ep_NNNNNN.npz); a dataset is every shard under a
 root, so merging datasets is copying folders. Shards must agree on the action contract, resolution
 and frame_skip.
+
+Many writers, on many processes or hosts, may add to one dataset at once: shard names carry a random
+part (`new_shard_name`), and every file is created exclusively (a hard link that fails rather than
+replaces), so even two writers that pick the same shard never overwrite each other's episodes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 import warnings
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
+from data.durable import write_atomic
 from data.episode import EPISODE_SUFFIX, Episode, EpisodeError, EpisodeRecorder, read_episode, write_episode
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
+STALE_TEMP_SECONDS = 600  # a temp file this old is a killed writer's, not one being written
 
 
 class DatasetError(ValueError):
     """A dataset folder or manifest is missing, malformed or inconsistent; the message names the path."""
+
+
+class ManifestDamaged(DatasetError):
+    """A manifest that cannot be read or lacks fields: its shard is skipped, not the whole dataset."""
+
+
+def new_shard_name(prefix: str) -> str:
+    """A shard folder name no other process or host picks: the prefix, a UTC time, and 32 random bits."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
 
 
 @dataclass
@@ -67,7 +84,9 @@ class Manifest:
         try:
             d = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise DatasetError(f"{path}: unreadable manifest ({e})") from e
+            raise ManifestDamaged(f"{path}: unreadable manifest ({e})") from e
+        if not isinstance(d, dict):
+            raise ManifestDamaged(f"{path}: malformed manifest, a JSON {type(d).__name__} and not an object")
         if d.get("schema_version") != MANIFEST_SCHEMA_VERSION:
             raise DatasetError(
                 f"{path}: manifest schema version {d.get('schema_version')}, "
@@ -84,65 +103,78 @@ class Manifest:
                 created=d.get("created", 0.0),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise DatasetError(f"{path}: malformed manifest, missing or bad field {e}") from e
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+            raise ManifestDamaged(f"{path}: malformed manifest, missing or bad field {e}") from e
 
 
 class ShardWriter:
-    """Writes the episodes of one worker into its own shard folder, one atomic file each."""
+    """Writes episodes into a shard folder, one atomic, exclusively created file each. Two writers on one
+    folder (a reopened shard, a name collision) both keep every episode: a taken name moves to the next."""
 
     def __init__(self, folder: str | Path, manifest: Manifest):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.manifest = manifest
         path = self.folder / MANIFEST_NAME
-        if path.exists():
-            old = Manifest.load(path)
-            for key in ("scenario", "map", "resolution", "frame_skip", "action_contract"):
-                if getattr(old, key) != getattr(manifest, key):
-                    raise DatasetError(
-                        f"{path}: shard already holds {key}={getattr(old, key)!r}, "
-                        f"refusing to add episodes with {key}={getattr(manifest, key)!r}"
-                    )
-        else:
+        if not path.exists():
             manifest.created = manifest.created or time.time()
-            _atomic_write_text(path, json.dumps(manifest.to_dict(), indent=2))
-        # Leftovers of a killed writer are never episodes; clear them.
+            try:
+                write_atomic(path, json.dumps(manifest.to_dict(), indent=2).encode(), exclusive=True)
+            except FileExistsError:  # another writer made this shard a moment ago: check it as below
+                pass
+        old = Manifest.load(path)
+        for key in ("scenario", "map", "resolution", "frame_skip", "action_contract"):
+            if getattr(old, key) != getattr(manifest, key):
+                raise DatasetError(
+                    f"{path}: shard already holds {key}={getattr(old, key)!r}, "
+                    f"refusing to add episodes with {key}={getattr(manifest, key)!r}"
+                )
+        # Leftovers of a killed writer are never episodes; clear them (not a live writer's: those are new).
         for stale in self.folder.glob(f".*{EPISODE_SUFFIX}.tmp*"):
-            stale.unlink(missing_ok=True)
-        existing = sorted(self.folder.glob(f"ep_*{EPISODE_SUFFIX}"))
-        self.next_index = int(existing[-1].stem.split("_")[1]) + 1 if existing else 0
+            try:
+                if time.time() - stale.stat().st_mtime > STALE_TEMP_SECONDS:
+                    stale.unlink()
+            except FileNotFoundError:
+                pass
+        self.next_index = self._first_free()
         self.bytes_written = 0
         self.frames_written = 0
 
-    def _next(self, spec: ActionSpec, frame_shape: tuple[int, ...]) -> Path:
+    def _first_free(self) -> int:
+        existing = sorted(self.folder.glob(f"ep_*{EPISODE_SUFFIX}"))
+        return int(existing[-1].stem.split("_")[1]) + 1 if existing else 0
+
+    def _check(self, spec: ActionSpec, frame_shape: tuple[int, ...]) -> None:
         spec.check_compatible(self.manifest.action_contract, str(self.folder))
         h, w = frame_shape[:2]
         if (w, h) != tuple(self.manifest.resolution):
             raise DatasetError(
                 f"{self.folder}: episode frames are {w}x{h}, manifest says {tuple(self.manifest.resolution)}"
             )
-        path = self.folder / f"ep_{self.next_index:06d}{EPISODE_SUFFIX}"
-        self.next_index += 1
-        return path
+
+    def _write_exclusive(self, write) -> Path:
+        """Call `write(path)` on the next free name until one is not taken by another writer."""
+        while True:
+            path = self.folder / f"ep_{self.next_index:06d}{EPISODE_SUFFIX}"
+            try:
+                self.bytes_written += write(path)
+            except FileExistsError:
+                self.next_index = max(self.next_index + 1, self._first_free())
+                continue
+            self.next_index += 1
+            return path
 
     def write(self, episode: Episode) -> Path:
         """Write an in-memory episode as the shard's next file."""
-        path = self._next(episode.action_spec, episode.frames.shape[1:])
-        self.bytes_written += write_episode(path, episode)
+        self._check(episode.action_spec, episode.frames.shape[1:])
+        path = self._write_exclusive(lambda p: write_episode(p, episode, exclusive=True))
         self.frames_written += len(episode)
         return path
 
     def write_recording(self, recorder: EpisodeRecorder, meta: dict) -> Path:
         """Write what a streaming recorder holds as the shard's next file (and empty the recorder)."""
         frames = len(recorder)
-        path = self._next(recorder.action_spec, recorder.frame_shape or (0, 0))
-        self.bytes_written += recorder.write(path, meta)
+        self._check(recorder.action_spec, recorder.frame_shape or (0, 0))
+        path = self._write_exclusive(lambda p: recorder.write(p, meta, exclusive=True))
         self.frames_written += frames
         return path
 
@@ -157,14 +189,25 @@ class EpisodeRef:
     shard: Path
 
     def is_heldout(self, fraction: float) -> bool:
-        """Stable held-out split by a hash of the file's name within its shard (survives merging)."""
+        """Held out by a hash of the file's name within its shard (survives merging). `Dataset.split`
+        also keeps copies of one episode on one side."""
         key = f"{self.shard.name}/{self.path.name}".encode()
         return (zlib.crc32(key) % 10_000) < fraction * 10_000
 
+    def content_key(self) -> str | None:
+        """The CRCs of the frames and actions, read from the zip directory without reading the data:
+        equal for byte-identical episodes (a rerun with the same seed), None for an unreadable file."""
+        try:
+            with zipfile.ZipFile(self.path) as z:
+                return f"{z.getinfo('frames_zstd.npy').CRC:08x}-{z.getinfo('actions.npy').CRC:08x}"
+        except (OSError, KeyError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile):
+            return None
 
-def _find_manifests(root: Path) -> list[Path]:
-    """Every manifest under `root`, following linked folders: a dataset can be merged by linking shards."""
-    found, seen = [], set()
+
+def _scan(root: Path) -> tuple[list[Path], list[Path]]:
+    """Every manifest under `root`, and every folder holding episode files but no manifest. Linked
+    folders are followed: a dataset can be merged by linking shards."""
+    found, orphans, seen = [], [], set()
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:  # a link loop, or the same shard linked twice
@@ -173,30 +216,47 @@ def _find_manifests(root: Path) -> list[Path]:
         seen.add(real)
         if MANIFEST_NAME in files:
             found.append(Path(folder) / MANIFEST_NAME)
-    return sorted(found)
+        elif any(f.startswith("ep_") and f.endswith(EPISODE_SUFFIX) for f in files):
+            orphans.append(Path(folder))
+    return sorted(found), sorted(orphans)
 
 
 class Dataset:
-    """Every shard under `root`. Episodes are read lazily; bad files are reported, never fatal to the rest."""
+    """Every shard under `root`. Episodes are read lazily; bad files are reported, never fatal to the rest.
+
+    What cannot be used is named in a warning and listed: `shard_errors` (a shard whose manifest is
+    missing or damaged, skipped whole) and `errors` (an episode file that is damaged, a dangling link)."""
 
     def __init__(self, root: str | Path, action_spec: ActionSpec = DEFAULT_ACTIONS):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: no such dataset folder")
-        manifests = _find_manifests(self.root)
-        if not manifests:
-            raise DatasetError(
-                f"{self.root}: no {MANIFEST_NAME} found; not a dataset (collect one with `dreamdoom collect`)"
-            )
+        manifests, orphans = _scan(self.root)
         self.action_spec = action_spec
+        self.errors: list[str] = []
+        self.shard_errors: list[str] = []
+        for folder in orphans:
+            n = len(list(folder.glob(f"ep_*{EPISODE_SUFFIX}")))
+            self._shard_problem(f"{folder}: no {MANIFEST_NAME}, so its {n} episode file(s) are left out")
         self.shards: dict[Path, Manifest] = {}
         for m in manifests:
-            manifest = Manifest.load(m)
+            try:
+                manifest = Manifest.load(m)
+            except ManifestDamaged as e:
+                n = len(list(m.parent.glob(f"ep_*{EPISODE_SUFFIX}")))
+                self._shard_problem(f"{e}; its {n} episode file(s) are left out")
+                continue
             try:
                 action_spec.check_compatible(manifest.action_contract, str(m))
             except ActionContractError as e:
                 raise DatasetError(str(e)) from e
             self.shards[m.parent] = manifest
+        if not self.shards:
+            raise DatasetError(
+                f"{self.root}: no {MANIFEST_NAME} found{' that is readable' if self.shard_errors else ''}; "
+                f"not a dataset (collect one with `dreamdoom collect`)"
+                + "".join(f"\n  {e}" for e in self.shard_errors)
+            )
         first_path, first = next(iter(self.shards.items()))
         for path, m in self.shards.items():
             for key in ("resolution", "frame_skip"):
@@ -206,21 +266,50 @@ class Dataset:
                         f"{getattr(first, key)!r}; shards of one dataset must agree"
                     )
         self.manifest = first
-        self.episodes: list[EpisodeRef] = [
-            EpisodeRef(p, shard) for shard in self.shards for p in sorted(shard.glob(f"ep_*{EPISODE_SUFFIX}"))
-        ]
-        self.errors: list[str] = []
+        self.episodes: list[EpisodeRef] = []
+        for shard in self.shards:
+            for p in sorted(shard.glob(f"ep_*{EPISODE_SUFFIX}")):
+                if p.exists():
+                    self.episodes.append(EpisodeRef(p, shard))
+                else:  # a link to a file that is gone: nothing downstream may trip over it
+                    self._episode_problem(f"{p}: a link to a missing file ({os.readlink(p)})")
+        self._content_keys: dict[EpisodeRef, str] | None = None
+
+    def _shard_problem(self, message: str) -> None:
+        self.shard_errors.append(message)
+        warnings.warn(f"skipping shard: {message}", stacklevel=3)
+
+    def _episode_problem(self, message: str) -> None:
+        self.errors.append(message)
+        warnings.warn(f"skipping episode: {message}", stacklevel=3)
 
     def __len__(self) -> int:
         return len(self.episodes)
 
+    def duplicates(self) -> list[list[EpisodeRef]]:
+        """Groups of episode files with the same frames and actions (reruns with one seed, copied shards)."""
+        if self._content_keys is None:
+            self._content_keys = {ref: ref.content_key() for ref in self.episodes}
+        groups: dict[str, list[EpisodeRef]] = {}
+        for ref, key in self._content_keys.items():
+            if key is not None:
+                groups.setdefault(key, []).append(ref)
+        return [g for g in groups.values() if len(g) > 1]
+
     def split(self, heldout_fraction: float = 0.1) -> tuple[list[EpisodeRef], list[EpisodeRef]]:
-        """(train, held-out) episode lists; at least one held-out episode when there are two or more."""
-        held = [e for e in self.episodes if e.is_heldout(heldout_fraction)]
+        """(train, held-out) episode lists; at least one held-out episode when there are two or more.
+
+        Each file is held out by the hash of its name; copies of one episode are held out only if every
+        copy is, so no held-out episode has a twin in training. Without copies this is the name split."""
+        held = {e for e in self.episodes if e.is_heldout(heldout_fraction)}
+        for group in self.duplicates():
+            if not all(e in held for e in group):
+                held.difference_update(group)
         if not held and len(self.episodes) > 1 and heldout_fraction > 0:
-            held = [self.episodes[-1]]
+            last = self.episodes[-1]
+            held = next((set(g) for g in self.duplicates() if last in g), {last})
         train = [e for e in self.episodes if e not in held]
-        return train, held
+        return train, [e for e in self.episodes if e in held]
 
     def load(self, ref: EpisodeRef | int, keys: tuple[str, ...] | None = None) -> Episode:
         ref = self.episodes[ref] if isinstance(ref, int) else ref
@@ -229,12 +318,15 @@ class Dataset:
     def iter_episodes(
         self, refs: list[EpisodeRef] | None = None, keys: tuple[str, ...] | None = None, strict: bool = False
     ) -> Iterator[tuple[EpisodeRef, Episode]]:
-        """Yield readable episodes; a bad file is a warning (kept in `errors`), or raises when strict."""
+        """Yield readable episodes; a bad file is a warning naming it (kept in `errors`), or raises when
+        strict. Reading frames (or all arrays) checks the file's whole-file checksum too."""
         for ref in self.episodes if refs is None else refs:
             try:
-                yield ref, self.load(ref, keys)
+                episode = self.load(ref, keys)
             except EpisodeError as e:
                 if strict:
                     raise
                 self.errors.append(str(e))
                 warnings.warn(f"skipping episode: {e}", stacklevel=2)
+                continue
+            yield ref, episode

@@ -1,4 +1,5 @@
-"""`dreamdoom data info`: what a dataset holds, read from manifests and the small arrays only."""
+"""`dreamdoom data info`: what a dataset holds, read from manifests and the small arrays only (with
+`--verify`, from every byte: frames decoded, whole-file checksums checked)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import numpy as np
 from data.dataset import Dataset
 
 
-def summarize(ds: Dataset) -> dict:
-    """Episodes, frames, per-field action histograms, bytes per frame; frames are never decompressed."""
+def summarize(ds: Dataset, verify: bool = False) -> dict:
+    """Episodes, frames, per-field action histograms, bytes per frame. Frames are decompressed only to
+    `verify` them: without it, damage inside the frames goes unnoticed here (training would skip it)."""
     spec = ds.action_spec
     hist = [np.zeros(n, np.int64) for n in spec.sizes]
     lengths, returns, policies = [], [], Counter()
-    for ref, ep in ds.iter_episodes(keys=("actions", "rewards")):
+    for ref, ep in ds.iter_episodes(keys=None if verify else ("actions", "rewards")):
         lengths.append(len(ep))
         returns.append(float(ep.rewards.sum()))
         policies[str(ep.meta.get("policy", ds.shards[ref.shard].recorder.get("policy", "?")))] += 1
@@ -32,7 +34,9 @@ def summarize(ds: Dataset) -> dict:
         "frame_skip": m.frame_skip,
         "fps": m.fps,
         "episodes": len(lengths),
+        "verified": verify,
         "bad_episodes": list(ds.errors),
+        "skipped_shards": list(ds.shard_errors),
         "frames": frames,
         "hours": frames / m.fps / 3600,
         "episode_length": {
@@ -74,7 +78,12 @@ def format_summary(s: dict) -> str:
         total = max(sum(h), 1)
         names = labels.get(field, [str(i) for i in range(len(h))])
         lines.append(f"  {field:<7} " + "  ".join(f"{n} {100 * c / total:4.1f}%" for n, c in zip(names, h)))
+    if s["skipped_shards"]:
+        lines.append(f"SKIPPED     {len(s['skipped_shards'])} shard(s):")
+        lines += [f"  {e}" for e in s["skipped_shards"]]
     if s["bad_episodes"]:
         lines.append(f"UNREADABLE  {len(s['bad_episodes'])} episode file(s):")
         lines += [f"  {e}" for e in s["bad_episodes"]]
+    checked = "every byte (--verify)" if s["verified"] else "frames not decoded (--verify checks them)"
+    lines.append(f"checked     {checked}")
     return "\n".join(lines)

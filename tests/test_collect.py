@@ -15,7 +15,7 @@ from play.cli import main
 
 def test_collect_two_workers_scripted(tmp_path):
     cfg = CollectConfig(
-        out=str(tmp_path), scenario="e1m1", policy="scripted", episodes=3, workers=2, max_steps=40
+        out=str(tmp_path), scenario="e1m1", policy="scripted", episodes=3, workers=2, max_steps=40, seed=0
     )
     stats = collect(cfg, progress=False)
     assert stats.episodes == 3 and stats.frames == 120 and stats.bytes > 0
@@ -30,7 +30,9 @@ def test_collect_two_workers_scripted(tmp_path):
     assert len(np.unique(ep.actions, axis=0)) > 2
     # Episode i is played with seed (seed, i), whatever the number of workers.
     again = collect(
-        CollectConfig(out=str(tmp_path / "again"), policy="scripted", episodes=1, workers=1, max_steps=40),
+        CollectConfig(
+            out=str(tmp_path / "again"), policy="scripted", episodes=1, workers=1, max_steps=40, seed=0
+        ),
         progress=False,
     )
     assert again.episodes == 1

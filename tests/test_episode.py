@@ -1,12 +1,13 @@
 import json
 import os
+import time
 
 import numpy as np
 import pytest
 
 from conftest import make_episode
 from data.actions import DEFAULT_ACTIONS, ActionSpec
-from data.dataset import Dataset, DatasetError, Manifest, ShardWriter, default_recorder
+from data.dataset import STALE_TEMP_SECONDS, Dataset, DatasetError, Manifest, ShardWriter, default_recorder
 from data.episode import EpisodeError, read_episode, write_episode
 
 
@@ -145,9 +146,13 @@ def test_killed_writer_leaves_no_partial_episode(tmp_path, rng):
     w.write(make_episode(rng))
     stale = tmp_path / "s" / f".ep_000001.npz.tmp{os.getpid() + 1}"
     stale.write_bytes(b"half an episode")  # what a writer killed mid-write leaves
+    live = tmp_path / "s" / f".ep_000002.npz.tmp{os.getpid() + 2}"
+    live.write_bytes(b"an episode being written right now")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
     assert len(Dataset(tmp_path)) == 1  # temp names are never episodes
-    ShardWriter(tmp_path / "s", manifest())  # a new writer on the shard clears them
-    assert not stale.exists()
+    ShardWriter(tmp_path / "s", manifest())  # a new writer on the shard clears old ones, not a live one
+    assert not stale.exists() and live.exists()
 
 
 def test_streaming_recorder_writes_the_same_episode(tmp_path, rng):

@@ -126,6 +126,10 @@ def test_bad_checkpoints_give_clear_errors(ckpt, tmp_path):
 
     cfg_path.write_text(json.dumps(cfg))
     (ckpt / "dit_ema.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"dit_ema\.safetensors: checksum mismatch"):
+        load_world_model(ckpt)
+    legacy = {k: v for k, v in cfg.items() if k != "files"}  # from before checksums were recorded
+    cfg_path.write_text(json.dumps(legacy))
     with pytest.raises(CheckpointError, match="unreadable weights"):
         load_world_model(ckpt)
 

@@ -9,14 +9,22 @@ was trained with too, so one folder is all `WorldModelEnv.from_checkpoint` needs
     dit_ema.safetensors      its exponential moving average (used for play and evaluation)
     optimizer.pt             AdamW state (resume only)
 
-Folders are written to a temporary sibling and renamed, so a killed run keeps its last whole checkpoint.
+A save writes the new copy to the sibling `.NAME.tmp`, config.json last (it lists every file with its
+size and SHA-256, so its presence marks the copy complete), fsyncs it, moves the old copy to `.NAME.old`,
+renames the new one into place and deletes the old. A kill between any two of these steps leaves at least
+one complete copy; `find_checkpoint` picks the newest and `recover` puts it back in place, so loading and
+`--resume` work whatever moment the kill hit. A save never replaces a folder that is not a checkpoint of
+its own kind, and `check_out` refuses, before any work, an `--out` that would.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
+from data.durable import fsync_dir, write_atomic
 from world_model.autoencoder import Autoencoder
 from world_model.config import (
     AEConfig,
@@ -49,15 +58,50 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
 
 
-def _load_into(module: torch.nn.Module, path: Path) -> None:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_file(path: Path, config: dict) -> None:
+    """The file's size and SHA-256 must be those config.json recorded (checkpoints from before these
+    records are loaded unchecked)."""
+    record = config.get("files", {}).get(path.name)
+    if record is None:
+        return
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"{path}: missing or unreadable ({e})") from e
+    if size != record.get("bytes") or _sha256(path) != record.get("sha256"):
+        raise CheckpointError(
+            f"{path}: checksum mismatch with {CONFIG_NAME}; the file is damaged or was replaced"
+        )
+
+
+def _load_into(module: torch.nn.Module, path: Path, config: dict) -> None:
+    _check_file(path, config)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, FileNotFoundError) as e:
         raise CheckpointError(f"{path}: unreadable weights ({e})") from e
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights (NaN or inf) in {', '.join(bad[:5])}")
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the model of config.json ({str(e)[:400]})") from e
+
+
+def _read_json(path: Path) -> dict:
+    cfg = json.loads(path.read_text())
+    if not isinstance(cfg, dict):
+        raise ValueError(f"a JSON {type(cfg).__name__}, not an object")
+    return cfg
 
 
 def read_config(folder: str | Path, kind: str | None = None) -> dict:
@@ -66,7 +110,7 @@ def read_config(folder: str | Path, kind: str | None = None) -> dict:
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
     try:
-        cfg = json.loads(path.read_text())
+        cfg = _read_json(path)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint config ({e})") from e
     if cfg.get("format_version") != FORMAT_VERSION:
@@ -78,6 +122,106 @@ def read_config(folder: str | Path, kind: str | None = None) -> dict:
     return cfg
 
 
+# --- the swap, and finding what a kill left --------------------------------------------------------------
+
+
+def _copies(folder: Path) -> list[Path]:
+    """Where a copy of checkpoint `folder` can be: in place, new beside it, old beside it."""
+    return [folder, folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")]
+
+
+def _complete(folder: Path) -> dict | None:
+    """config.json of a complete checkpoint folder, None for anything else. config.json is written last
+    and lists every file with its size: all present at that size is complete (checksums are checked on
+    load, where the bytes are read anyway)."""
+    try:
+        cfg = _read_json(folder / CONFIG_NAME)
+        if cfg.get("format_version") != FORMAT_VERSION:
+            return None
+        files = cfg.get("files")
+        if files is None:  # written before file records: complete if its weights are there
+            return cfg if any(folder.glob("*.safetensors")) else None
+        if all((folder / name).stat().st_size == rec["bytes"] for name, rec in files.items()):
+            return cfg
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+def find_checkpoint(folder: str | Path) -> Path | None:
+    """The newest complete copy of checkpoint `folder` (by step; in place wins a tie), whatever moment of
+    a save a kill interrupted; None if there is none."""
+    best: tuple[int, Path] | None = None
+    for copy in _copies(Path(folder)):
+        cfg = _complete(copy)
+        if cfg is not None and (best is None or int(cfg.get("step", 0)) > best[0]):
+            best = (int(cfg.get("step", 0)), copy)
+    return best[1] if best else None
+
+
+def _remove(folder: Path) -> None:
+    """Delete a checkpoint copy, config.json first: a copy half deleted is never mistaken for complete."""
+    if folder.is_dir():
+        (folder / CONFIG_NAME).unlink(missing_ok=True)
+        shutil.rmtree(folder)
+
+
+def _rename(src: Path, dst: Path) -> None:
+    src.rename(dst)
+    fsync_dir(dst.parent)
+
+
+def recover(folder: str | Path) -> Path | None:
+    """Put the newest complete copy of `folder` in place after a save was cut short, and clear the other
+    copies; returns `folder`, or None when there is no complete copy. Only the writer may call this."""
+    folder = Path(folder)
+    best = find_checkpoint(folder)
+    if best is None:
+        return None
+    spare = [c for c in _copies(folder)[1:] if c != best]
+    for copy in spare:
+        _remove(copy)
+    if best != folder:
+        if folder.exists():
+            _rename(folder, spare[0])
+        _rename(best, folder)
+        _remove(spare[0])
+    return folder
+
+
+def _save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
+    save_file(state, str(path))
+    _fsync_file(path)
+
+
+def _save_object(path: Path, obj: object) -> None:
+    torch.save(obj, path)
+    _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _refuse_foreign(folder: Path, kind: str) -> None:
+    """A save replaces only a checkpoint of its own kind: never a folder of anything else."""
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(
+            f"{folder}: is a file, not a '{kind}' checkpoint folder; refusing to replace it"
+        )
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    found = find_checkpoint(folder)
+    cfg = _complete(found) if found else None
+    if cfg is None:
+        raise CheckpointError(f"{folder}: not empty and not a checkpoint; refusing to replace it")
+    if cfg.get("kind") != kind:
+        raise CheckpointError(
+            f"{folder}: holds a '{cfg.get('kind')}' checkpoint; refusing to replace it with a '{kind}' one"
+        )
+
+
 def _write_folder(
     folder: Path,
     config: dict,
@@ -85,20 +229,57 @@ def _write_folder(
     extra: dict[str, object] | None = None,
 ) -> None:
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _refuse_foreign(folder, config["kind"])
+    recover(folder)  # finish a swap a kill cut short, so the copies cleared below are never the newest
+    tmp, old = _copies(folder)[1:]
+    _remove(tmp)
     tmp.mkdir(parents=True)
-    (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     for name, state in tensors.items():
-        save_file(state, str(tmp / f"{name}.safetensors"))
+        _save_tensors(tmp / f"{name}.safetensors", state)
     for name, obj in (extra or {}).items():
-        torch.save(obj, tmp / name)
-    old = folder.with_name(f".{folder.name}.old")
+        _save_object(tmp / name, obj)
+    files = sorted(p for p in tmp.iterdir())
+    config = {**config, "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
+    write_atomic(tmp / CONFIG_NAME, json.dumps(config, indent=2).encode())  # last: marks the copy complete
     if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+        _rename(folder, old)
+    _rename(tmp, folder)
+    _remove(old)
+
+
+def check_out(
+    folder: str | Path, kind: str, replace: bool = False, how_to_replace: str = "--overwrite"
+) -> None:
+    """Refuse, before any work, an output folder whose writing would lose something: a file, a non-empty
+    folder that is not a checkpoint, a checkpoint of another kind, or one of this kind unless `replace`.
+    Creates the folder's parent and checks it can be written."""
+    folder = Path(folder)
+    _refuse_foreign(folder, kind)
+    found = find_checkpoint(folder)
+    if found is not None and not replace:
+        step = (_complete(found) or {}).get("step")
+        at = f" (step {step})" if step is not None else ""
+        raise CheckpointError(
+            f"{folder}: already holds a '{kind}' checkpoint{at}; pass {how_to_replace} to replace it, "
+            f"or choose another --out"
+        )
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot create its folder ({e})") from e
+    if not os.access(folder.parent, os.W_OK):
+        raise CheckpointError(f"{folder.parent}: not writable")
+
+
+def _resolve(folder: Path) -> Path:
+    """The copy to load: in place, or the newest complete copy a cut-short save left beside it."""
+    found = find_checkpoint(folder)
+    if found is None or found == folder:
+        return folder
+    warnings.warn(
+        f"{folder}: loading {found.name}, the newest complete copy a cut-short save left", stacklevel=3
+    )
+    return found
 
 
 # --- autoencoder ---------------------------------------------------------------------------------------
@@ -129,13 +310,13 @@ def load_autoencoder(
     folder: str | Path, device: str | torch.device = "cpu", config: dict | None = None
 ) -> tuple[Autoencoder, dict]:
     """From an autoencoder or a world-model folder; returns the model (eval mode) and config.json."""
-    folder = Path(folder)
+    folder = Path(folder) if config else _resolve(Path(folder))
     config = config or read_config(folder)
     try:
         ae = Autoencoder(from_dict(AEConfig, config["ae"], str(folder / CONFIG_NAME)))
     except KeyError as e:
         raise CheckpointError(f"{folder / CONFIG_NAME}: missing {e}") from e
-    _load_into(ae, folder / "autoencoder.safetensors")
+    _load_into(ae, folder / "autoencoder.safetensors", config)
     return ae.to(device).eval(), config
 
 
@@ -197,7 +378,7 @@ def load_world_model(
     expected_spec: ActionSpec = DEFAULT_ACTIONS,
 ) -> WorldModelCheckpoint:
     """Load a world-model folder; `weights` picks dit_ema (play, eval) or dit (resume)."""
-    folder = Path(folder)
+    folder = _resolve(Path(folder))
     config = read_config(folder, "world_model")
     where = str(folder / CONFIG_NAME)
     try:
@@ -218,7 +399,7 @@ def load_world_model(
         )
     ae, _ = load_autoencoder(folder, device, config)
     dit = DiT(dit_cfg)
-    _load_into(dit, folder / f"{weights}.safetensors")
+    _load_into(dit, folder / f"{weights}.safetensors", config)
     return WorldModelCheckpoint(
         ae=ae,
         dit=dit.to(device).eval(),
@@ -234,7 +415,9 @@ def load_world_model(
 
 
 def load_optimizer_state(folder: str | Path) -> dict:
-    path = Path(folder) / "optimizer.pt"
+    folder = _resolve(Path(folder))
+    path = folder / "optimizer.pt"
+    _check_file(path, read_config(folder))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError) as e:

@@ -23,6 +23,7 @@ class TrainAEArgs:
 
     data: str = arg(help="dataset folder")
     out: str = arg(help="autoencoder folder to write")
+    overwrite: bool = arg(False, "replace the autoencoder already in --out")
     preset: str = arg("cpu", "model and training preset", choices=sorted(PRESETS))
     steps: int | None = arg(None, "override the preset's training steps", ge=1)
     decoder_steps: int | None = arg(None, "override the preset's decoder fine-tuning steps", ge=0)
@@ -91,6 +92,9 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
     a = build(TrainAEArgs, args)
     dataset_folder(a.data, "--data")
     output_folder(a.out)
+    from world_model.checkpoint import check_out
+
+    check_out(a.out, "autoencoder", a.overwrite)  # before training, not after
     from world_model.config import get_preset, to_dict
 
     cfg = get_preset(a.preset).ae

@@ -55,6 +55,8 @@ def dataset_fingerprint(ds: Dataset, heldout_fraction: float) -> str:
     h = hashlib.sha256(f"heldout={heldout_fraction}\n".encode())
     for ref in ds.episodes:
         h.update(f"{ref.shard.name}/{ref.path.name}:{ref.path.stat().st_size}\n".encode())
+    for group in ds.duplicates():  # the split keeps copies together, which moves some episodes' side
+        h.update(("copies:" + ",".join(f"{r.shard.name}/{r.path.name}" for r in group) + "\n").encode())
     return h.hexdigest()[:16]
 
 

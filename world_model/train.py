@@ -23,10 +23,12 @@ from data.windows import LatentWindows
 from world_model.checkpoint import (
     CheckpointError,
     check_data_fits,
+    check_out,
     dit_config_for,
     load_autoencoder,
     load_optimizer_state,
     load_world_model,
+    recover,
     save_world_model,
 )
 from world_model.config import PRESETS, get_preset, to_dict
@@ -51,6 +53,9 @@ class TrainArgs:
     out: str = arg(help="run folder: checkpoint in OUT/ckpt, tensorboard in OUT/tb, latents.safetensors")
     preset: str = arg("cpu", "model and training preset", choices=sorted(PRESETS))
     resume: bool = arg(False, "continue from OUT/ckpt: weights, EMA, optimizer and step count")
+    overwrite: bool = arg(
+        False, "start over in a run folder that holds a checkpoint (replaced at the first save)"
+    )
     steps: int | None = arg(None, "total optimizer steps (default: the preset's)", ge=1)
     minutes: float | None = arg(None, "stop (and save) after this much wall time", gt=0)
     batch_size: int | None = arg(None, "batch per process (default: the preset's)", ge=1)
@@ -106,6 +111,12 @@ def train(args: TrainArgs) -> dict:
             setattr(tcfg, name, getattr(args, name))
     diffusion.context_noise = args.context_noise
 
+    if main:  # before any work: an --out that a save would lose something in is refused now
+        if (out / "config.json").exists() or out.is_file():
+            raise CheckpointError(f"{out}: is a checkpoint or a file, not a run folder; choose another --out")
+        check_out(ckpt_dir, "world_model", args.resume or args.overwrite, "--resume (or --overwrite)")
+        if args.resume and recover(ckpt_dir) is None:
+            raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
     ds = Dataset(args.data)
     ae, ae_config = load_autoencoder(args.ae, device)
     check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
@@ -134,8 +145,6 @@ def train(args: TrainArgs) -> dict:
 
     step, seconds_before = 0, 0.0
     if args.resume:
-        if not (ckpt_dir / "config.json").exists():
-            raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
         ck = load_world_model(ckpt_dir, "cpu", weights="dit", expected_spec=ds.action_spec)
         check_data_fits(
             ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(ckpt_dir)

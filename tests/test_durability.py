@@ -1,0 +1,390 @@
+"""Nothing written is lost: concurrent writers, damaged files, missing manifests, orphaned engines, reruns.
+
+Each test reproduces a way data was lost or a command lied, on real files (and a real VizDoom where an
+engine is involved)."""
+
+import json
+import multiprocessing as mp
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_episode
+from data.actions import DEFAULT_ACTIONS
+from data.dataset import Dataset, Manifest, ShardWriter, default_recorder, new_shard_name
+from data.episode import VARIABLES, EpisodeError, EpisodeRecorder, read_episode, write_episode
+from data.info import summarize
+from play.cli import main
+
+SIZE = (8, 6)
+
+
+def manifest() -> Manifest:
+    return Manifest("basic", "MAP01", SIZE, 2, default_recorder("test"), DEFAULT_ACTIONS.to_dict())
+
+
+def episode(seed: int, steps: int = 3):
+    meta = {"policy": "test", "n": seed}
+    return make_episode(np.random.default_rng(seed), steps=steps, size=SIZE, meta=meta)
+
+
+# --- 1. concurrent writers ------------------------------------------------------------------------------
+
+
+def _write_many(folder: str, start: int, count: int, barrier) -> None:
+    writer = ShardWriter(folder, manifest())
+    barrier.wait()
+    for i in range(start, start + count):
+        writer.write(episode(i))
+
+
+def test_two_writers_on_one_shard_keep_every_episode(tmp_path):
+    """Even writers that pick the same shard folder (a name collision, a reopened shard) lose nothing."""
+    a, b = ShardWriter(tmp_path / "s", manifest()), ShardWriter(tmp_path / "s", manifest())
+    assert a.next_index == b.next_index == 0
+    paths = [a.write(episode(0)), b.write(episode(1)), b.write(episode(2)), a.write(episode(3))]
+    recording = EpisodeRecorder()  # a streaming recording whose name is taken moves on too
+    for t, frame in enumerate(episode(4).frames):
+        recording.add(frame, DEFAULT_ACTIONS.noop(), np.zeros(len(VARIABLES), np.float32), reward=t)
+    c = ShardWriter(tmp_path / "s", manifest())
+    a.write(episode(5))
+    paths += [c.write_recording(recording, {"n": 4})]
+    assert len(set(paths)) == 5 and read_episode(paths[-1]).meta == {"n": 4}
+    # Four processes at once, 12 episodes each, into one shard folder.
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(4)
+    folder = str(tmp_path / "t")
+    procs = [ctx.Process(target=_write_many, args=(folder, 100 * w, 12, barrier)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    kept = sorted(ep.meta["n"] for _, ep in Dataset(tmp_path / "t").iter_episodes(strict=True))
+    assert kept == sorted(100 * w + i for w in range(4) for i in range(12))
+
+
+def test_shard_names_differ_even_within_one_second():
+    names = {new_shard_name("random-s0") for _ in range(1000)}
+    assert len(names) == 1000
+
+
+def _collect_cmd(out: Path, episodes: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "play.cli",
+        "collect",
+        "--scenario",
+        "basic",
+        "--policy",
+        "random",
+        "--episodes",
+        str(episodes),
+        "--workers",
+        "2",
+        "--max-steps",
+        "12",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_two_collectors_started_together_into_one_folder_keep_every_episode(tmp_path):
+    out = tmp_path / "ds"
+    runs = [subprocess.Popen(_collect_cmd(out, 6, "--seed", "0"), stdout=subprocess.PIPE) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in runs]
+    assert [p.returncode for p in runs] == [0, 0] and all("collected 6 episodes" in o for o in outputs)
+    ds = Dataset(out)
+    assert len(ds.shards) == 4 and len(ds) == 12
+    assert len(list(ds.iter_episodes(strict=True))) == 12
+
+
+# --- 4. damaged files -----------------------------------------------------------------------------------
+
+
+def flipped(data: bytes, i: int) -> bytes:
+    b = bytearray(data)
+    b[i] ^= 0xFF
+    return bytes(b)
+
+
+def test_a_flipped_byte_anywhere_is_skipped_with_its_name(tmp_path):
+    shard = tmp_path / "s"
+    good = ShardWriter(shard, manifest()).write(episode(0))
+    data = good.read_bytes()
+    # Both ends of the file (zip headers, central directory, checksum) byte by byte, the middle sampled.
+    rng = np.random.default_rng(0)
+    ends = [*range(0, 160), *range(len(data) - 220, len(data))]
+    positions = sorted({*ends, *rng.choice(len(data), 120, replace=False).tolist()})
+    for n, i in enumerate(positions):
+        (shard / f"ep_{n + 1:06d}.npz").write_bytes(flipped(data, i))
+    ds = Dataset(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = [ref.path for ref, _ in ds.iter_episodes()]
+    assert kept == [good]
+    assert len(ds.errors) == len(positions)
+    for n in range(len(positions)):
+        name = f"ep_{n + 1:06d}.npz"
+        assert sum(name in e for e in ds.errors) == 1
+        assert sum(name in str(w.message) and "skipping episode" in str(w.message) for w in caught) == 1
+    # Reading only the small arrays (as `data info` does) never fails in any other way than EpisodeError.
+    for n in range(len(positions)):
+        try:
+            read_episode(shard / f"ep_{n + 1:06d}.npz", keys=("actions", "rewards"))
+        except EpisodeError as e:
+            assert f"ep_{n + 1:06d}.npz" in str(e)
+
+
+def legacy_file(path: Path, **change) -> Path:
+    """An episode file as written before whole-file checksums, with some arrays replaced."""
+    write_episode(path, episode(1))
+    with np.load(path, allow_pickle=False) as z:
+        arrays = dict(z)
+    arrays.update(change)
+    for k in [k for k, v in arrays.items() if v is None]:
+        del arrays[k]
+    np.savez(path, **arrays)
+    return path
+
+
+def test_every_kind_of_damage_is_a_named_skip_and_verify_finds_frame_damage(tmp_path, capsys):
+    shard = tmp_path / "s"
+    ShardWriter(shard, manifest()).write(episode(0))
+    with np.load(shard / "ep_000000.npz", allow_pickle=False) as z:
+        blob, shape, header = z["frames_zstd"], z["frames_shape"], json.loads(str(z["header"]))
+    frame_damage = {
+        "flipped frame byte": dict(frames_zstd=flipped(blob.tobytes(), len(blob) // 2)),
+        "truncated frames": dict(frames_zstd=blob[: len(blob) // 2]),
+        "longer shape": dict(frames_shape=shape * [2, 1, 1, 1]),
+        "negative shape": dict(frames_shape=shape * [-1, 1, 1, 1]),
+        "3-d shape": dict(frames_shape=shape[1:]),
+        "4 channels": dict(frames_shape=np.array([*shape[:3], 4])),
+        "no frames": dict(frames_zstd=None),
+    }
+    other_damage = {
+        "header a JSON list": dict(header=np.array(json.dumps([header]))),
+        "meta a string": dict(header=np.array(json.dumps({**header, "meta": "x"}))),
+        "actions 0-d": dict(actions=np.array(3, np.int8)),
+        "rewards too short": dict(rewards=np.zeros(1, np.float32)),
+    }
+    names = {}
+    for n, (kind, change) in enumerate({**frame_damage, **other_damage}.items(), start=1):
+        if isinstance(change.get("frames_zstd"), bytes):
+            change["frames_zstd"] = np.frombuffer(change["frames_zstd"], np.uint8)
+        names[kind] = legacy_file(shard / f"ep_{n:06d}.npz", **change).name
+    (shard / "ep_000050.npz").symlink_to(tmp_path / "gone.npz")  # a dangling linked episode
+    (shard / "ep_000051.npz").write_bytes(np.zeros(3).tobytes())  # not a zip at all
+    np.save(shard / "ep_000052.npy", np.zeros(3))
+    os.replace(shard / "ep_000052.npy", shard / "ep_000052.npz")  # a .npy under an episode's name
+    # Without --verify, frames are not decoded: frame damage is not seen, everything else is.
+    with pytest.warns(UserWarning):
+        quick = summarize(Dataset(tmp_path))
+    bad = "\n".join(quick["bad_episodes"])
+    assert all(names[k] in bad for k in other_damage) and "ep_000050.npz" in bad and "ep_000051.npz" in bad
+    assert "ep_000052.npz" in bad
+    with pytest.warns(UserWarning):
+        assert main(["data", "info", str(tmp_path), "--verify", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["episodes"] == 1 and report["verified"]
+    bad = "\n".join(report["bad_episodes"])
+    assert len(report["bad_episodes"]) == len(frame_damage) + len(other_damage) + 3
+    assert all(names[k] in bad for k in {**frame_damage, **other_damage})
+
+
+# --- 5. missing or damaged manifests --------------------------------------------------------------------
+
+
+def test_a_shard_without_a_readable_manifest_is_reported(tmp_path, capsys):
+    for name in ("a", "b", "c"):
+        w = ShardWriter(tmp_path / name, manifest())
+        w.write(episode(0))
+        w.write(episode(1))
+    (tmp_path / "b" / "manifest.json").unlink()
+    (tmp_path / "c" / "manifest.json").write_text("[1, 2]")
+    with pytest.warns(UserWarning, match=r"skipping shard: .*b: no manifest\.json, so its 2 episode"):
+        ds = Dataset(tmp_path)
+    assert len(ds) == 2 and len(ds.shard_errors) == 2
+    with pytest.warns(UserWarning):
+        assert main(["data", "info", str(tmp_path)]) == 1
+    shown = capsys.readouterr().out
+    assert "SKIPPED     2 shard(s)" in shown
+    assert "/b: no manifest.json" in shown and "/c/manifest.json" in shown
+
+
+# --- 6. engines die with their collector ----------------------------------------------------------------
+
+
+def _processes() -> dict[int, tuple[str, int, str]]:
+    """pid -> (command name, parent pid, state) of every process, read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            rest = stat.rsplit(")", 1)[1].split()
+            found[int(entry.name)] = (stat[stat.index("(") + 1 : stat.rindex(")")], int(rest[1]), rest[0])
+    return found
+
+
+def _engines_of(root: int) -> set[int]:
+    """Live VizDoom engines descending from process `root`."""
+    procs = _processes()
+
+    def descends(pid: int) -> bool:
+        while pid > 1 and pid in procs:
+            if pid == root:
+                return True
+            pid = procs[pid][1]
+        return False
+
+    return {p for p, (name, _, state) in procs.items() if name == "vizdoom" and state != "Z" and descends(p)}
+
+
+def _alive(pids: set[int]) -> set[int]:
+    procs = _processes()
+    return {p for p in pids if p in procs and procs[p][2] not in "ZX"}
+
+
+def _wait_for_engines(proc: subprocess.Popen, count: int, out: Path) -> set[int]:
+    deadline = time.time() + 90
+    engines: set[int] = set()
+    while time.time() < deadline and not (len(engines) >= count and list(out.rglob("ep_*.npz"))):
+        engines = _engines_of(proc.pid)
+        time.sleep(0.1)
+    assert len(engines) >= count, "the collector's engines never started"
+    return engines
+
+
+def _gone_within(pids: set[int], seconds: float) -> set[int]:
+    deadline = time.time() + seconds
+    while _alive(pids) and time.time() < deadline:
+        time.sleep(0.1)
+    return _alive(pids)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_a_killed_collector_leaves_no_engine(tmp_path, sig):
+    out = tmp_path / "ds"
+    proc = subprocess.Popen(_collect_cmd(out, 400), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    engines = _wait_for_engines(proc, 2, out)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    assert not _gone_within(engines, 15), "VizDoom engines outlived their collector"
+    ds = Dataset(out)
+    assert len(list(ds.iter_episodes(strict=True))) == len(ds) >= 1  # what was finished is whole
+
+
+def test_a_killed_worker_is_reported_and_its_engine_reaped(tmp_path):
+    out = tmp_path / "ds"
+    proc = subprocess.Popen(_collect_cmd(out, 400), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    engines = _wait_for_engines(proc, 2, out)
+    procs = _processes()
+    victim = next(iter(engines))
+    os.kill(procs[victim][1], signal.SIGKILL)  # the worker that owns this engine, as the OOM killer would
+    _, err = proc.communicate(timeout=240)  # the other worker plays its 200 episodes to the end
+    assert proc.returncode == 1 and b"died without finishing" in err
+    assert not _gone_within(engines, 15)
+
+
+def _tagged_engines(tag: str) -> set[int]:
+    """Live VizDoom engines whose environment carries `tag` (they inherit it from the worker)."""
+    found = set()
+    for pid, (name, _, state) in _processes().items():
+        if name == "vizdoom" and state not in "ZX":
+            try:
+                if f"DREAMDOOM_TEST_TAG={tag}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                    found.add(pid)
+            except OSError:
+                pass
+    return found
+
+
+def test_a_failing_worker_leaves_no_engine(tmp_path, monkeypatch):
+    from agent.collect import CollectConfig, CollectError, collect
+
+    tag = secrets.token_hex(8)
+    monkeypatch.setenv("DREAMDOOM_TEST_TAG", tag)
+    # A recorder entry that is not JSON: the worker fails writing its manifest, after its engine started.
+    cfg = CollectConfig(str(tmp_path), "basic", "random", episodes=2, workers=2, seed=0, extra={"bad": {1}})
+    with pytest.raises(CollectError, match="not JSON serializable"):
+        collect(cfg, progress=False)
+    assert not _gone_within(_tagged_engines(tag), 10) and not _tagged_engines(tag)
+
+
+# --- 7. reruns do not copy episodes, and copies do not leak into the held-out split ----------------------
+
+
+def test_reruns_draw_new_seeds_unless_one_is_given(tmp_path):
+    from agent.collect import CollectConfig, collect
+
+    def run(out, seed=None):
+        cfg = CollectConfig(str(out), "basic", "random", episodes=2, workers=1, seed=seed, max_steps=8)
+        stats = collect(cfg, progress=False)
+        return stats.seed, [ep.actions for _, ep in Dataset(out).iter_episodes(strict=True)]
+
+    (s1, a1), (s2, a2) = run(tmp_path / "a"), run(tmp_path / "b")
+    assert s1 != s2 and not all(np.array_equal(x, y) for x, y in zip(a1, a2))
+    (s3, a3), (s4, a4) = run(tmp_path / "c", seed=5), run(tmp_path / "d", seed=5)
+    assert s3 == s4 == 5 and all(np.array_equal(x, y) for x, y in zip(a3, a4))
+
+
+def test_copies_of_an_episode_stay_on_one_side_of_the_split(tmp_path):
+    # 40 distinct episodes; 10 of them copied into 3 more shards, as reruns with one seed would.
+    for shard in range(4):
+        w = ShardWriter(tmp_path / f"run{shard}", manifest())
+        for i in range(40 if shard == 0 else 10):
+            w.write(episode(i))
+    ds = Dataset(tmp_path)
+    for fraction in (0.1, 0.3, 0.5):
+        train, held = ds.split(fraction)
+        assert held and set(train).isdisjoint(held) and len(train) + len(held) == len(ds)
+        train_content = {r.content_key() for r in train}
+        assert not any(r.content_key() in train_content for r in held)
+        # Episodes without copies keep the split they always had (by name).
+        copied = {r for g in ds.duplicates() for r in g}
+        assert all(r.is_heldout(fraction) == (r in held) for r in ds.episodes if r not in copied)
+    assert len(ds.duplicates()) == 10 and all(len(g) == 4 for g in ds.duplicates())
+
+
+# --- 9. an agent run killed early can be resumed ----------------------------------------------------------
+
+
+def test_an_agent_run_killed_in_its_first_minute_can_be_resumed(tmp_path):
+    from agent.ppo import read_meta
+
+    tag = secrets.token_hex(8)
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "play.cli", "agent", "train", "--scenario", "basic", "--envs", "1"]
+    argv += ["--n-steps", "32", "--max-episode-steps", "20", "--out", str(run), "--no-progress"]
+    env = dict(os.environ, DREAMDOOM_TEST_TAG=tag)
+    proc = subprocess.Popen(
+        [*argv, "--steps", "100000", "--checkpoint-minutes", "0.01"], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (run / "policy.zip").exists():
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few more saves: the kill may land in the middle of one
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in _tagged_engines(tag):  # agent train's engine is its child: clear what the kill left
+            os.kill(pid, signal.SIGKILL)
+    done = read_meta(run / "policy.zip")["num_timesteps"]
+    assert 0 < done < 100000
+    resumed = subprocess.run([*argv, "--steps", str(done + 32), "--resume"], env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert read_meta(run / "policy.zip")["num_timesteps"] >= done + 32

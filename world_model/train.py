@@ -97,6 +97,16 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.lerp_(p.detach(), 1 - decay)
 
 
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a run folder whose checkpoint a save would replace unasked, or one that is not a run folder."""
+    ckpt_dir = out / "ckpt"
+    if (out / "config.json").exists() or out.is_file():
+        raise CheckpointError(f"{out}: is a checkpoint or a file, not a run folder; choose another --out")
+    check_out(ckpt_dir, "world_model", resume or overwrite, "--resume (or --overwrite)")
+    if resume and recover(ckpt_dir) is None:
+        raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
+
+
 def train(args: TrainArgs) -> dict:
     if not 0.0 <= args.cooldown <= 1.0:
         raise ValueError(f"--cooldown {args.cooldown}: must be a fraction between 0 and 1")
@@ -112,11 +122,7 @@ def train(args: TrainArgs) -> dict:
     diffusion.context_noise = args.context_noise
 
     if main:  # before any work: an --out that a save would lose something in is refused now
-        if (out / "config.json").exists() or out.is_file():
-            raise CheckpointError(f"{out}: is a checkpoint or a file, not a run folder; choose another --out")
-        check_out(ckpt_dir, "world_model", args.resume or args.overwrite, "--resume (or --overwrite)")
-        if args.resume and recover(ckpt_dir) is None:
-            raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
+        check_run_folder(out, args.resume, args.overwrite)
     ds = Dataset(args.data)
     ae, ae_config = load_autoencoder(args.ae, device)
     check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))

@@ -143,7 +143,11 @@ def test_commands_end_to_end(dataset, ae, tmp_path, capsys):
         main(["wm", "bench", "--ckpt", str(run / "ckpt"), "--steps", "1,2", "--frames", "3", "--json"]) == 0
     )
     bench = json.loads(capsys.readouterr().out)
-    assert [s["sampling_steps"] for s in bench["settings"]] == [1, 2]
+    modes = ["eager", "captured"] if torch.cuda.is_available() else ["eager"]
+    assert [(s["sampling_steps"], s["mode"]) for s in bench["settings"]] == [
+        (n, m) for n in (1, 2) for m in modes
+    ]
+    assert bench["device_name"]
     assert all(s["fps"] > 0 and s["p99_ms"] >= s["median_ms"] for s in bench["settings"])
 
 

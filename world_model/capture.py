@@ -58,10 +58,10 @@ class PlayStep:
         # The sampler's small context noise (its bucket's level); None where it tells the model bucket 0.
         self.context_eps = torch.zeros_like(self.context) if sample_bucket(diffusion) else None
         self.latent = torch.zeros((1, c, h, w), device=device)  # the sampled next latent
-        self.captured = capture and device.type == "cuda"
+        self.captured = capture and device.type == "cuda"  # may be switched between steps (benchmarks)
         self._samplers: dict[int, torch.cuda.CUDAGraph] = {}  # one graph per denoising step count
         self._decoder: tuple[torch.cuda.CUDAGraph, torch.Tensor] | None = None  # graph, its output
-        if self.captured:
+        if device.type == "cuda":
             self._start, self._sampled = (torch.cuda.Event(enable_timing=True) for _ in range(2))
 
     def draw_noise(self, generator: torch.Generator) -> None:
@@ -71,7 +71,7 @@ class PlayStep:
         self.noise.normal_(generator=generator)
 
     def _sample(self, steps: int) -> None:
-        with autocast_for(self.device, cache_enabled=False):
+        with autocast_for(self.device, cache_enabled=not self.captured):
             z = ddim_sample(
                 self.dit,
                 self.context,
@@ -85,7 +85,7 @@ class PlayStep:
         self.latent.copy_(z)
 
     def _decode(self) -> torch.Tensor:
-        with autocast_for(self.device, cache_enabled=False):
+        with autocast_for(self.device, cache_enabled=not self.captured):
             return self.ae.decode(self.latent)  # (1, 3, H, W)
 
     def _capture(
@@ -96,7 +96,8 @@ class PlayStep:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                for _ in range(WARMUP_RUNS):
+                # Later captures find the CUDA libraries initialised: one run is enough, a shorter hitch.
+                for _ in range(WARMUP_RUNS if self._decoder is None else 1):
                     fn()
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()

@@ -61,6 +61,11 @@ class WorldModelEnv:
         """Whether steps replay CUDA graphs (CUDA with capture on) rather than run eagerly."""
         return self._play.captured
 
+    @captured.setter
+    def captured(self, on: bool) -> None:
+        """Switch between graphs and eager steps (for side-by-side benchmarks); only CUDA captures."""
+        self._play.captured = bool(on) and self.device.type == "cuda"
+
     @property
     def sampling_steps(self) -> int:
         return self._steps

@@ -61,7 +61,7 @@ class PlayStep:
         self.captured = capture and device.type == "cuda"  # may be switched between steps (benchmarks)
         self._samplers: dict[int, torch.cuda.CUDAGraph] = {}  # one graph per denoising step count
         self._decoder: tuple[torch.cuda.CUDAGraph, torch.Tensor] | None = None  # graph, its output
-        if device.type == "cuda":
+        if device.type == "cuda":  # bracket the sampler graph: its GPU time, without a sync in between
             self._start, self._sampled = (torch.cuda.Event(enable_timing=True) for _ in range(2))
 
     def draw_noise(self, generator: torch.Generator) -> None:
@@ -101,7 +101,7 @@ class PlayStep:
                     fn()
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            # thread_local: play runs the step on a worker thread; the drawing thread may touch CUDA state.
+            # thread_local: play runs the step on a worker thread; what other threads do is not captured.
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = fn()
         return graph, out
@@ -121,11 +121,12 @@ class PlayStep:
         t0 = time.perf_counter()
         if self.captured:
             graph, image = self._decoder
-            self._start.record()
-            self._samplers[steps].replay()
-            self._sampled.record()
-            graph.replay()
-            frame = to_uint8(image)[0]  # (H, W, 3); the copy to the host waits for both graphs
+            with torch.cuda.device(self.device):  # the events and graphs belong to the env's device
+                self._start.record()
+                self._samplers[steps].replay()
+                self._sampled.record()
+                graph.replay()
+                frame = to_uint8(image)[0]  # (H, W, 3); the copy to the host waits for both graphs
             dit_ms = self._start.elapsed_time(self._sampled)
         else:
             self._sample(steps)

@@ -13,7 +13,9 @@ import torch
 
 
 class LatentWindows(torch.utils.data.Dataset):
-    """All windows whose target lies in the selected episodes; `sample` draws a batch without a DataLoader."""
+    """All windows whose target lies in the selected episodes; `sample` draws a batch without a DataLoader.
+
+    Batches are gathered on the device the latents and actions are on (the GPU, when training there)."""
 
     def __init__(
         self,
@@ -27,7 +29,10 @@ class LatentWindows(torch.utils.data.Dataset):
     ):
         # latents (N, C, h, w); actions (N, fields); starts/lengths (E,); episodes: indices of episodes to use
         self.latents, self.actions, self.k = latents, actions, context_len
-        self.noop = torch.as_tensor(noop, dtype=torch.long)
+        dev = latents.device
+        self.noop = torch.as_tensor(noop, dtype=torch.long, device=dev)
+        self._ctx_offsets = torch.arange(-context_len, 0, device=dev)  # (K,) frames before the target
+        self._act_offsets = torch.arange(-context_len - 1, 0, device=dev)  # (K+1,) actions before it
         targets, first = [], []
         for e in torch.as_tensor(episodes, dtype=torch.long).tolist():
             s, n = int(starts[e]), int(lengths[e])
@@ -36,14 +41,15 @@ class LatentWindows(torch.utils.data.Dataset):
                 first.append(torch.full((n - 1,), s))
         if not targets:
             raise ValueError("no training windows: every selected episode has fewer than 2 frames")
-        self.targets = torch.cat(targets)  # (M,) index of each window's target frame
-        self.first = torch.cat(first)  # (M,) index of its episode's first frame
+        self.targets = torch.cat(targets).to(dev)  # (M,) index of each window's target frame
+        self.first = torch.cat(first).to(dev)  # (M,) index of its episode's first frame
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def gather(self, which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Windows `which` (B,) -> target (B, C, h, w), context (B, K, C, h, w), actions (B, K+1, fields)."""
+        which = which.to(self.targets.device)
         n = self.targets[which]  # (B,)
         context, actions = self.context_for(n, self.first[which])
         return self.latents[n].float(), context, actions
@@ -52,8 +58,9 @@ class LatentWindows(torch.utils.data.Dataset):
         """What predicts frame n (B,) of the episode starting at `first` (B,): the module's rule.
 
         -> context (B, K, C, h, w) and actions (B, K+1, fields), the last one taken at frame n-1."""
-        ctx_idx = torch.maximum(n[:, None] + torch.arange(-self.k, 0), first[:, None])  # (B, K)
-        act_idx = n[:, None] + torch.arange(-self.k - 1, 0)  # (B, K+1)
+        n, first = n.to(self.latents.device), first.to(self.latents.device)
+        ctx_idx = torch.maximum(n[:, None] + self._ctx_offsets, first[:, None])  # (B, K)
+        act_idx = n[:, None] + self._act_offsets  # (B, K+1)
         valid = act_idx >= first[:, None]
         actions = torch.where(
             valid[..., None], self.actions[act_idx.clamp_min(0)], self.noop
@@ -63,6 +70,7 @@ class LatentWindows(torch.utils.data.Dataset):
     def sample(
         self, batch: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Indices from a CPU generator: the same batches whichever device gathers them.
         return self.gather(torch.randint(len(self), (batch,), generator=generator))
 
     def __getitem__(self, i: int):

@@ -143,7 +143,11 @@ def test_commands_end_to_end(dataset, ae, tmp_path, capsys):
         main(["wm", "bench", "--ckpt", str(run / "ckpt"), "--steps", "1,2", "--frames", "3", "--json"]) == 0
     )
     bench = json.loads(capsys.readouterr().out)
-    assert [s["sampling_steps"] for s in bench["settings"]] == [1, 2]
+    modes = ["eager", "captured"] if torch.cuda.is_available() else ["eager"]
+    assert [(s["sampling_steps"], s["mode"]) for s in bench["settings"]] == [
+        (n, m) for n in (1, 2) for m in modes
+    ]
+    assert bench["device_name"]
     assert all(s["fps"] > 0 and s["p99_ms"] >= s["median_ms"] for s in bench["settings"])
 
 
@@ -254,3 +258,35 @@ def test_ddp_two_processes_keep_weights_equal(dataset, ae, tmp_path):
     assert len(hashes) == 1
     ck = load_world_model(out / "ckpt")
     assert ck.step == 3 and ck.config["samples_seen"] == 3 * ck.train.batch_size * 2
+
+
+def windows_on(device: str):
+    from data.actions import DEFAULT_ACTIONS
+    from data.windows import LatentWindows
+
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    latents = torch.randn((n, 4, 3, 4), generator=g).half()
+    actions = torch.stack([torch.randint(s, (n,), generator=g) for s in DEFAULT_ACTIONS.sizes], dim=1)
+    starts, lengths = torch.tensor([0, 15, 18]), torch.tensor([15, 3, 22])
+    return LatentWindows(
+        latents.to(device), actions.to(device), starts, lengths, [0, 1, 2], 4, DEFAULT_ACTIONS.noop()
+    )
+
+
+def test_windows_are_gathered_on_the_device_of_the_latents():
+    # The meta device checks placement on any machine: a CPU index tensor anywhere in gather would fail.
+    batch = windows_on("meta").sample(6, torch.Generator().manual_seed(1))
+    assert [(x.device.type, tuple(x.shape)) for x in batch] == [
+        ("meta", (6, 4, 3, 4)),
+        ("meta", (6, 4, 4, 3, 4)),
+        ("meta", (6, 5, 5)),
+    ]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_windows_gathered_on_the_gpu_equal_those_on_the_cpu():
+    cpu = windows_on("cpu").sample(16, torch.Generator().manual_seed(1))
+    gpu = windows_on("cuda").sample(16, torch.Generator().manual_seed(1))
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.is_cuda and torch.equal(a, b.cpu())

@@ -92,11 +92,14 @@ def ddim_sample(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     guidance: float | None = None,
+    context_eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM (Song et al. 2021), t = 1 to 0 in `steps` equal steps -> next latent (B, C, h, w).
 
     With guidance w != 1, v = v_uncond + w (v_cond - v_uncond), the unconditional branch having its
-    past frames dropped (actions kept)."""
+    past frames dropped (actions kept). `noise` (B, C, h, w) and `context_eps` (the context's shape) are
+    the draws otherwise taken from `generator`: given, the sampler draws nothing (a captured CUDA graph
+    must not)."""
     if steps < 1:
         raise ValueError(f"sampling steps must be >= 1, got {steps}")
     b, k, c, h, w = context.shape
@@ -105,8 +108,12 @@ def ddim_sample(
     bucket_id = sample_bucket(cfg)
     if bucket_id:
         lv = bucket_levels(cfg, buckets)[bucket_id].item()
-        eps = torch.randn(
-            context.shape, generator=generator, device=dev if generator is None else generator.device
+        eps = (
+            context_eps
+            if context_eps is not None
+            else torch.randn(
+                context.shape, generator=generator, device=dev if generator is None else generator.device
+            )
         )
         context = context * math.sqrt(1 - lv**2) + lv * eps.to(dev)
     base = context[:, -1] if cfg.residual else 0.0  # (B, C, h, w) as in training: the (noised) last latent

@@ -1,7 +1,7 @@
 """WorldModelEnv: the learned game behind a reset/step face like the real env's.
 
 It holds the rolling context: the latents of the last K frames and, for each, the action that led
-into it. `step(action)` samples the next latent with few-step DDIM, decodes it, and rolls the
+into it. `step(action)` samples the next latent in a few diffusion steps, decodes it, and rolls the
 context forward. Buffers are preallocated; a step allocates nothing that grows. The sampler and the
 decoder run in world_model/capture.py, as CUDA graphs on CUDA unless capture is turned off.
 """
@@ -39,10 +39,10 @@ class WorldModelEnv:
         self.frame_skip: int = ckpt.frame_skip
         self.resolution: tuple[int, int] = ckpt.resolution
         self.context_len: int = ckpt.dit_cfg.context_len
-        self.diffusion = ckpt.diffusion
+        self.process = ckpt.process  # the sampler
         self._steps = ckpt.diffusion.sampling_steps
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self._play = PlayStep(self.dit, self.ae, self.diffusion, self.device, capture)
+        self._play = PlayStep(self.dit, self.ae, self.process, self.device, capture)
         self._ctx = self._play.context  # (1, K, C, h, w) latents of the last K frames
         # (1, K+1, fields): the actions that led into the context frames, then the current one
         self._actions = self._play.actions

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from data.actions import DEFAULT_ACTIONS, ActionSpec
+from data.windows import window_indices
 from world_model.autoencoder import to_tensor
 from world_model.capture import PlayStep, autocast_for
 from world_model.checkpoint import WorldModelCheckpoint, load_world_model
@@ -104,10 +105,12 @@ class WorldModelEnv:
                 f"reset: actions must be ({n}, {self.action_spec.num_fields}), got {actions.shape}"
             )
         self.action_spec.validate(actions, "reset actions")
-        idx = np.arange(n - k, n)  # frame index of each context slot; < 0 means padding
-        ctx_frames = frames[np.clip(idx, 0, None)]
-        # The action that led into frame i is the one taken at frame i - 1; padding and frame 0 get noop.
-        led_in = np.stack([actions[i - 1] if i >= 1 else noop for i in idx])  # (K, fields)
+        # The training windows' rule for target frame n: its last slot (the current action) is step's.
+        ctx_idx, act_idx, valid = (
+            x[0].numpy() for x in window_indices(torch.tensor([n]), torch.tensor([0]), k)
+        )
+        ctx_frames = frames[ctx_idx]  # (K, H, W, 3)
+        led_in = np.where(valid[:k, None], actions[np.clip(act_idx[:k], 0, None)], noop)  # (K, fields)
         with autocast_for(self.device):
             z = self.ae.encode(to_tensor(ctx_frames, self.device))  # (K, C, h, w)
         self._ctx[0].copy_(z.float())

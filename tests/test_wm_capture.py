@@ -60,8 +60,15 @@ def env_rollout(env: WorldModelEnv, steps: list[int]) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "diffusion",
-    [{}, {"guidance": 2.0}, {"sample_context_bucket": 0}, {"context_noise": False, "residual": False}],
-    ids=["default", "cfg", "clean-context", "no-context-noise"],
+    [
+        {},
+        {"guidance": 2.0},
+        {"sample_context_bucket": 0},
+        {"context_noise": False, "residual": False},
+        {"prediction": "x0", "guidance": 2.0},
+        {"prediction": "edm", "guidance": 2.0},
+    ],
+    ids=["default", "cfg", "clean-context", "no-context-noise", "x0-cfg", "edm-cfg"],
 )
 def test_static_buffer_step_equals_the_sampler_drawing_its_own_noise(tmp_path, diffusion):
     ck = randomized_checkpoint(tmp_path, **diffusion)

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from world_model.checkpoint import load_world_model, make_untrained_checkpoint, save_world_model
-from world_model.config import PREDICTIONS, DiffusionConfig
+from world_model.config import PREDICTIONS, DiffusionConfig, DiTConfig
 from world_model.diffusion import Diffusion
+from world_model.dit import DiT
 
 DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 
@@ -266,3 +267,42 @@ def test_prediction_is_saved_in_the_checkpoint_and_a_bad_one_is_a_clear_error(tm
         ValueError, match=r"edm/config.json: bad DiffusionConfig.*'flow'.*\['v', 'x0', 'eps', 'edm'\]"
     ):
         load_world_model(tmp_path / "edm")
+
+
+@pytest.mark.slow  # 4 to 10 s each on 2 free cores, several times that on a busy machine
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_each_parameterisation_learns_a_handful_of_transitions(prediction):
+    """Trained on its own loss, a tiny DiT samples the targets back: the loss's gradient and the sampler
+    agree on what the model outputs. Measured RMSE at 4 / 8 steps: v 0.029 / 0.024, x0 0.002 / 0.002,
+    eps 0.048 / 0.028, edm 0.024 / 0.025; eps at 4 steps is the fragile one (above 0.1 with other seeds)."""
+    torch.manual_seed(0)
+    cfg = DiTConfig(
+        latent_channels=4,
+        latent_size=(3, 5),
+        context_len=2,
+        patch_size=1,
+        hidden=64,
+        depth=2,
+        heads=2,
+        mlp_ratio=2,
+    )
+    model = DiT(cfg)
+    g = torch.Generator().manual_seed(1)
+    torch.randn((4, 4, 3, 5), generator=g)  # the draws of test_wm_model's batch(), whose figures are quoted
+    context = torch.randn((4, 2, 4, 3, 5), generator=g)
+    actions = torch.stack([torch.randint(n, (4, 3), generator=g) for n in cfg.action_sizes], dim=-1)
+    target = context[:, -1] * 0.5 + 0.3  # a function of the context (spread 0.5): nothing left to chance
+    process = Diffusion(
+        DiffusionConfig(prediction=prediction, context_drop_prob=0.0, context_noise=False), 10
+    )
+    many = target.repeat(8, 1, 1, 1), context.repeat(8, 1, 1, 1, 1), actions.repeat(8, 1, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        loss = process.loss(model, *many, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    z = process.sample(model, context, actions, 8, generator=torch.Generator().manual_seed(5))
+    rmse = (z - target).pow(2).mean().sqrt().item()
+    assert rmse < 0.1, rmse

@@ -67,10 +67,10 @@ class EvalArgs:
     transitions: int = arg(256, "teacher-forced transitions (evenly spread)", ge=1)
     rollouts: int = arg(8, "autoregressive rollouts", ge=1)
     horizon: int = arg(96, "rollout length in frames", ge=1)
-    engine: bool = arg(True, "judge control and stability against the real engine (VizDoom)")
+    engine: bool = arg(True, "skip control and stability against the real engine (no VizDoom)")
     control_cases: int = arg(16, "16-step control cases against the engine", ge=1)
     stability_frames: int = arg(2000, "frames of the long dream run beside the engine (0: skip)", ge=0)
-    probe: bool = arg(True, "read position and angle off the frames with the place probe")
+    probe: bool = arg(True, "skip the place probe (position and angle read off the frames)")
     probe_data: str | None = arg(
         None, "dataset whose training split trains the place probe (default: --data)"
     )

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from data.actions import ActionSpec
 from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset, DatasetError
-from data.video import write_video
+from data.video import video_backend, write_video
 from data.windows import LatentWindows
 from world_model.autoencoder import to_tensor
 from world_model.checkpoint import check_data_fits, load_world_model
@@ -292,7 +292,9 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
 
     view_floor = sc.mean("tf/edge_corr/floor")  # an unrelated real frame, over the whole of the episodes
     fps = 35.0 / ds.manifest.frame_skip
-    control: dict = {"skipped": "no engine (wm eval runs it through the dreamdoom command)"}
+    control: dict = {
+        "skipped": "--no-engine" if not args.engine else "no engine (the dreamdoom command gives wm eval one)"
+    }
     stability: dict = dict(control)
     if engine_factory is not None:
         engines = {}
@@ -326,8 +328,8 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
             stability = {"skipped": "--stability-frames 0"}
     samples = stability.pop("_samples", [])
 
-    video_path = out / "side_by_side.mp4"
-    write_video(video, video_path, fps=fps, scale=2)
+    video_path = out / ("side_by_side.gif" if video_backend() == "gif" else "side_by_side.mp4")
+    write_video(video, video_path.with_suffix(".mp4"), fps=fps, scale=2)  # a .gif where no mp4 encoder
     sheet_path = out / "contact_sheet.png"
     report = {
         "checkpoint": str(args.ckpt),

@@ -164,3 +164,23 @@ def test_checkpoint_must_fit_the_data(ckpt):
         check_data_fits(cfg, RES, 4, DEFAULT_ACTIONS, "x")
     with pytest.raises(CheckpointError, match="action contract"):
         check_data_fits(cfg, RES, 2, ActionSpec(turn_degrees_per_tic=(-5.0, 0.0, 5.0)), "x")
+
+
+def test_a_config_that_does_not_fit_its_weights_names_the_tensor_and_the_field(tmp_path):
+    """An edited config.json is an error that says what does not fit, not a state_dict dump."""
+    import shutil
+    from pathlib import Path
+
+    default = Path(__file__).parents[1] / "checkpoints" / "default"
+    folder = tmp_path / "edited"
+    shutil.copytree(default, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["dit"]["hidden"] = 96
+    (folder / "config.json").write_text(json.dumps(config))
+    fits = r"x_embedder\.weight is \(128, 160\) in the file but \(96, 160\)"
+    with pytest.raises(CheckpointError, match=fits):
+        load_world_model(folder)
+    config["dit"]["hidden"] = "wide"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises((CheckpointError, ValueError), match=r"DiTConfig\.hidden = 'wide': want an integer"):
+        load_world_model(folder)

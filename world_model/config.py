@@ -6,7 +6,7 @@ describes itself; presets only choose the starting values.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 
 @dataclass
@@ -149,6 +149,26 @@ def to_dict(cfg) -> dict:
     return asdict(cfg)
 
 
+def _type_mismatch(default, value) -> str | None:
+    """Why a JSON value cannot stand where the field's default is (None: it can), e.g. "x" for an int."""
+    if default is None or default is MISSING:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "want true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "want an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "want a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "want a string"
+    if isinstance(default, tuple) and all(isinstance(x, int | float) for x in default):
+        ok = isinstance(value, tuple) and all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in value
+        )
+        return None if ok else "want a list of numbers"
+    return None
+
+
 def from_dict(cls, d: dict, where: str):
     """Rebuild a config dataclass from JSON; unknown or missing keys are a clear error."""
     names = {f.name for f in fields(cls)}
@@ -160,6 +180,9 @@ def from_dict(cls, d: dict, where: str):
         if f.name in d:
             v = d[f.name]
             kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+            why = _type_mismatch(f.default, kwargs[f.name])
+            if why:
+                raise ValueError(f"{where}: {cls.__name__}.{f.name} = {v!r}: {why}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # ValueError: a field's bounds, checked in __post_init__

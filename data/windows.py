@@ -3,13 +3,27 @@
 Target frame n of an episode is predicted from frames n-K..n-1 (padded by repeating the episode's
 first frame) and the actions a[n-K-1..n-1]: for each context frame the action that led into it,
 then the current action a[n-1] (the one taken at frame n-1). Actions before the episode's start
-are noop. This is exactly what WorldModelEnv.reset/step build, so training and play agree.
+are noop. `window_indices` is that rule; training windows, evaluation and WorldModelEnv.reset all call
+it, so training and play agree.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+
+def window_indices(
+    n: torch.Tensor, first: torch.Tensor, context_len: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which frames and actions feed target frame n (B,) of the episode starting at frame `first` (B,).
+
+    -> context frame indices (B, K), action indices (B, K+1) (the last one taken at frame n-1), and whether
+    each action lies in the episode (B, K+1): those before its start are noop."""
+    offsets = torch.arange(-context_len - 1, 0, device=n.device)  # (K+1,) before the target
+    ctx_idx = torch.maximum(n[:, None] + offsets[1:], first[:, None])  # (B, K), padded by the first frame
+    act_idx = n[:, None] + offsets  # (B, K+1)
+    return ctx_idx, act_idx, act_idx >= first[:, None]
 
 
 class LatentWindows(torch.utils.data.Dataset):
@@ -31,8 +45,6 @@ class LatentWindows(torch.utils.data.Dataset):
         self.latents, self.actions, self.k = latents, actions, context_len
         dev = latents.device
         self.noop = torch.as_tensor(noop, dtype=torch.long, device=dev)
-        self._ctx_offsets = torch.arange(-context_len, 0, device=dev)  # (K,) frames before the target
-        self._act_offsets = torch.arange(-context_len - 1, 0, device=dev)  # (K+1,) actions before it
         targets, first = [], []
         for e in torch.as_tensor(episodes, dtype=torch.long).tolist():
             s, n = int(starts[e]), int(lengths[e])
@@ -55,13 +67,11 @@ class LatentWindows(torch.utils.data.Dataset):
         return self.latents[n].float(), context, actions
 
     def context_for(self, n: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What predicts frame n (B,) of the episode starting at `first` (B,): the module's rule.
+        """What predicts frame n (B,) of the episode starting at `first` (B,), by `window_indices`.
 
         -> context (B, K, C, h, w) and actions (B, K+1, fields), the last one taken at frame n-1."""
         n, first = n.to(self.latents.device), first.to(self.latents.device)
-        ctx_idx = torch.maximum(n[:, None] + self._ctx_offsets, first[:, None])  # (B, K)
-        act_idx = n[:, None] + self._act_offsets  # (B, K+1)
-        valid = act_idx >= first[:, None]
+        ctx_idx, act_idx, valid = window_indices(n, first, self.k)
         actions = torch.where(
             valid[..., None], self.actions[act_idx.clamp_min(0)], self.noop
         )  # (B, K+1, fields)

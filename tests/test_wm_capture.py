@@ -10,7 +10,6 @@ import torch
 from data.actions import DEFAULT_ACTIONS
 from world_model.autoencoder import to_tensor, to_uint8
 from world_model.checkpoint import load_world_model, make_untrained_checkpoint
-from world_model.diffusion import ddim_sample
 from world_model.env import WorldModelEnv
 
 RES = (32, 24)
@@ -34,7 +33,7 @@ def start_frames(n=3):
 
 @torch.no_grad()
 def reference_rollout(ck, steps: list[int], seed: int) -> tuple[np.ndarray, torch.Tensor]:
-    """Play as the env did before its buffers were static: ddim_sample draws its own noise from the seed."""
+    """Play as the env did before its buffers were static: the sampler draws its own noise from the seed."""
     gen = torch.Generator().manual_seed(seed)
     k, noop = ck.dit_cfg.context_len, DEFAULT_ACTIONS.noop()
     frames = start_frames()
@@ -43,7 +42,7 @@ def reference_rollout(ck, steps: list[int], seed: int) -> tuple[np.ndarray, torc
     out = []
     for n, action in zip(steps, ACTIONS * 3, strict=False):
         acts = torch.cat([history, torch.as_tensor(action[None, None])], dim=1)  # (1, K+1, fields)
-        z = ddim_sample(ck.dit, ctx, acts, n, ck.diffusion, ck.dit_cfg.noise_buckets, generator=gen)
+        z = ck.process.sample(ck.dit, ctx, acts, n, generator=gen)
         out.append(to_uint8(ck.ae.decode(z))[0])
         ctx = torch.cat([ctx[:, 1:], z[:, None]], dim=1)
         history = acts[:, 1:]
@@ -61,8 +60,15 @@ def env_rollout(env: WorldModelEnv, steps: list[int]) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "diffusion",
-    [{}, {"guidance": 2.0}, {"sample_context_bucket": 0}, {"context_noise": False, "residual": False}],
-    ids=["default", "cfg", "clean-context", "no-context-noise"],
+    [
+        {},
+        {"guidance": 2.0},
+        {"sample_context_bucket": 0},
+        {"context_noise": False, "residual": False},
+        {"prediction": "x0", "guidance": 2.0},
+        {"prediction": "edm", "guidance": 2.0},
+    ],
+    ids=["default", "cfg", "clean-context", "no-context-noise", "x0-cfg", "edm-cfg"],
 )
 def test_static_buffer_step_equals_the_sampler_drawing_its_own_noise(tmp_path, diffusion):
     ck = randomized_checkpoint(tmp_path, **diffusion)

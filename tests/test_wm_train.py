@@ -6,14 +6,18 @@ import os
 import shutil
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from agent.collect import CollectConfig, collect
+from data.actions import DEFAULT_ACTIONS
+from data.dataset import Dataset
 from play.cli import main
 from world_model.checkpoint import CheckpointError, load_world_model, make_untrained_checkpoint
+from world_model.env import WorldModelEnv
 from world_model.latents import LatentCache, LatentCacheError
 from world_model.train import TrainArgs, train
 
@@ -165,6 +169,22 @@ def test_resume_continues_step_count_optimizer_and_ema(dataset, ae, tmp_path):
     assert ck.step == 8
     opt = torch.load(out / "ckpt" / "optimizer.pt", weights_only=True)
     assert {int(s["step"]) for s in opt["state"].values()} == {8}
+
+
+@pytest.mark.parametrize("prediction", ["x0", "edm"])
+def test_a_parameterisation_trains_is_saved_and_plays(dataset, ae, tmp_path, prediction):
+    out = tmp_path / "run"
+    summary = train(tiny_args(dataset, ae, out, steps=3, prediction=prediction))
+    assert np.isfinite(summary["final_loss"])
+    ck = load_world_model(out / "ckpt")
+    assert ck.config["diffusion"]["prediction"] == prediction and ck.process.prediction == prediction
+    env = WorldModelEnv(ck)
+    env.reset(Dataset(dataset).load(0).frames[:3])
+    assert env.step(DEFAULT_ACTIONS.noop()).shape == (*ck.resolution[::-1], 3)
+    with pytest.raises(
+        CheckpointError, match=f"trained with --prediction {prediction}, cannot resume it with v"
+    ):
+        train(tiny_args(dataset, ae, out, steps=4, resume=True, prediction="v"))
 
 
 def test_cooldown_decays_the_lr_over_the_end_of_the_run(dataset, ae, tmp_path):

@@ -1,4 +1,5 @@
-"""The play step as one function of static buffers: few-step DDIM (with CFG when it is on), then the decoder.
+"""The play step as one function of static buffers: the few-step sampler (with CFG when it is on), then the
+decoder.
 
 WorldModelEnv writes the context, the actions and the step's noise into buffers made once and calls
 `run(steps)`. On CUDA the sampler (one graph per step count, captured the first time that count is
@@ -6,7 +7,7 @@ asked for, so `[`/`]` pays one capture and then replays) and the decoder (one gr
 CUDA graphs (PyTorch "CUDA Graphs" notes, whole-network capture): a launch or two instead of hundreds of
 kernels, and at batch 1 the launches are where the time goes. Everywhere else, and with capture off,
 the same functions run eagerly. The noise is drawn outside the graphs by the caller's generator, in
-the order `ddim_sample` draws it, so captured and eager steps take the same numbers.
+the order `Diffusion.sample` draws it, so captured and eager steps take the same numbers.
 
 This class is the one place that knows about capture: when the sampler moves, this moves with it.
 """
@@ -21,8 +22,7 @@ import numpy as np
 import torch
 
 from world_model.autoencoder import Autoencoder, to_uint8
-from world_model.config import DiffusionConfig
-from world_model.diffusion import ddim_sample, sample_bucket
+from world_model.diffusion import Diffusion
 from world_model.dit import DiT
 
 WARMUP_RUNS = 3  # eager runs on a side stream before capture, as in the PyTorch CUDA Graphs example
@@ -45,18 +45,18 @@ class PlayStep:
         self,
         dit: DiT,
         ae: Autoencoder,
-        diffusion: DiffusionConfig,
+        process: Diffusion,
         device: torch.device,
         capture: bool = True,
     ):
-        self.dit, self.ae, self.diffusion, self.device = dit, ae, diffusion, device
+        self.dit, self.ae, self.process, self.device = dit, ae, process, device
         cfg = dit.cfg
         k, c, (h, w) = cfg.context_len, cfg.latent_channels, cfg.latent_size
         self.context = torch.zeros((1, k, c, h, w), device=device)  # latents of the last K frames
         self.actions = torch.zeros((1, k + 1, len(cfg.action_sizes)), dtype=torch.long, device=device)
         self.noise = torch.zeros((1, c, h, w), device=device)  # x at t = 1
         # The sampler's small context noise (its bucket's level); None where it tells the model bucket 0.
-        self.context_eps = torch.zeros_like(self.context) if sample_bucket(diffusion) else None
+        self.context_eps = torch.zeros_like(self.context) if process.draws_context_noise else None
         self.latent = torch.zeros((1, c, h, w), device=device)  # the sampled next latent
         self.captured = capture and device.type == "cuda"  # may be switched between steps (benchmarks)
         self._samplers: dict[int, torch.cuda.CUDAGraph] = {}  # one graph per denoising step count
@@ -65,22 +65,15 @@ class PlayStep:
             self._start, self._sampled = (torch.cuda.Event(enable_timing=True) for _ in range(2))
 
     def draw_noise(self, generator: torch.Generator) -> None:
-        """Fill the noise buffers from `generator`, in ddim_sample's order: context noise, then x."""
+        """Fill the noise buffers from `generator`, in the sampler's order: context noise, then x."""
         if self.context_eps is not None:
             self.context_eps.normal_(generator=generator)
         self.noise.normal_(generator=generator)
 
     def _sample(self, steps: int) -> None:
         with autocast_for(self.device, cache_enabled=not self.captured):
-            z = ddim_sample(
-                self.dit,
-                self.context,
-                self.actions,
-                steps,
-                self.diffusion,
-                self.dit.cfg.noise_buckets,
-                noise=self.noise,
-                context_eps=self.context_eps,
+            z = self.process.sample(
+                self.dit, self.context, self.actions, steps, noise=self.noise, context_eps=self.context_eps
             )  # (1, C, h, w)
         self.latent.copy_(z)
 

@@ -44,6 +44,7 @@ from world_model.config import (
     get_preset,
     to_dict,
 )
+from world_model.diffusion import Diffusion
 from world_model.dit import DiT
 
 CONFIG_NAME = "config.json"
@@ -352,6 +353,11 @@ class WorldModelCheckpoint:
     frame_skip: int
     step: int
     config: dict
+
+    @property
+    def process(self) -> Diffusion:
+        """The diffusion process (loss and sampler) of this checkpoint's config and DiT."""
+        return Diffusion(self.diffusion, self.dit_cfg.noise_buckets)
 
 
 def save_world_model(

@@ -1,7 +1,7 @@
 """WorldModelEnv: the learned game behind a reset/step face like the real env's.
 
 It holds the rolling context: the latents of the last K frames and, for each, the action that led
-into it. `step(action)` samples the next latent with few-step DDIM, decodes it, and rolls the
+into it. `step(action)` samples the next latent in a few diffusion steps, decodes it, and rolls the
 context forward. Buffers are preallocated; a step allocates nothing that grows. The sampler and the
 decoder run in world_model/capture.py, as CUDA graphs on CUDA unless capture is turned off.
 """
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from data.actions import DEFAULT_ACTIONS, ActionSpec
+from data.windows import window_indices
 from world_model.autoencoder import to_tensor
 from world_model.capture import PlayStep, autocast_for
 from world_model.checkpoint import WorldModelCheckpoint, load_world_model
@@ -39,10 +40,10 @@ class WorldModelEnv:
         self.frame_skip: int = ckpt.frame_skip
         self.resolution: tuple[int, int] = ckpt.resolution
         self.context_len: int = ckpt.dit_cfg.context_len
-        self.diffusion = ckpt.diffusion
+        self.process = ckpt.process  # the sampler
         self._steps = ckpt.diffusion.sampling_steps
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self._play = PlayStep(self.dit, self.ae, self.diffusion, self.device, capture)
+        self._play = PlayStep(self.dit, self.ae, self.process, self.device, capture)
         self._ctx = self._play.context  # (1, K, C, h, w) latents of the last K frames
         # (1, K+1, fields): the actions that led into the context frames, then the current one
         self._actions = self._play.actions
@@ -104,10 +105,12 @@ class WorldModelEnv:
                 f"reset: actions must be ({n}, {self.action_spec.num_fields}), got {actions.shape}"
             )
         self.action_spec.validate(actions, "reset actions")
-        idx = np.arange(n - k, n)  # frame index of each context slot; < 0 means padding
-        ctx_frames = frames[np.clip(idx, 0, None)]
-        # The action that led into frame i is the one taken at frame i - 1; padding and frame 0 get noop.
-        led_in = np.stack([actions[i - 1] if i >= 1 else noop for i in idx])  # (K, fields)
+        # The training windows' rule for target frame n: its last slot (the current action) is step's.
+        ctx_idx, act_idx, valid = (
+            x[0].numpy() for x in window_indices(torch.tensor([n]), torch.tensor([0]), k)
+        )
+        ctx_frames = frames[ctx_idx]  # (K, H, W, 3)
+        led_in = np.where(valid[:k, None], actions[np.clip(act_idx[:k], 0, None)], noop)  # (K, fields)
         with autocast_for(self.device):
             z = self.ae.encode(to_tensor(ctx_frames, self.device))  # (K, C, h, w)
         self._ctx[0].copy_(z.float())

@@ -33,8 +33,8 @@ from world_model.checkpoint import (
     recover,
     save_world_model,
 )
-from world_model.config import PRESETS, get_preset, to_dict
-from world_model.diffusion import training_loss
+from world_model.config import PREDICTIONS, PRESETS, get_preset, to_dict
+from world_model.diffusion import Diffusion
 from world_model.dit import DiT
 from world_model.env import autocast_for
 from world_model.latents import (
@@ -72,6 +72,9 @@ class TrainArgs:
         le=1,
     )
     context_noise: bool = arg(True, "ablation: no context noise augmentation")
+    prediction: str | None = arg(
+        None, "what the DiT predicts: v, x0, eps or edm (default: the preset's)", choices=PREDICTIONS
+    )
     cache: str | None = arg(None, "latent cache file (default: OUT/latents.safetensors, encoded if missing)")
     compile: bool = arg(False, "torch.compile the DiT")
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
@@ -121,6 +124,8 @@ def train(args: TrainArgs) -> dict:
         if getattr(args, name) is not None:
             setattr(tcfg, name, getattr(args, name))
     diffusion.context_noise = args.context_noise
+    if args.prediction is not None:
+        diffusion.prediction = args.prediction
 
     if main:  # before any work: an --out that a save would lose something in is refused now
         check_run_folder(out, args.resume, args.overwrite)
@@ -157,6 +162,11 @@ def train(args: TrainArgs) -> dict:
             ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(ckpt_dir)
         )
         dit, dit_cfg, step = ck.dit.train(), ck.dit_cfg, ck.step
+        if args.prediction is not None and args.prediction != ck.diffusion.prediction:
+            raise CheckpointError(
+                f"{ckpt_dir}: was trained with --prediction {ck.diffusion.prediction}, "
+                f"cannot resume it with {args.prediction}"
+            )
         diffusion = ck.diffusion
         ema = load_world_model(ckpt_dir, "cpu", weights="dit_ema", expected_spec=ds.action_spec).dit
         seconds_before = float(ck.config.get("train_seconds", 0.0))
@@ -171,6 +181,7 @@ def train(args: TrainArgs) -> dict:
             f"{(dit_cfg.latent_channels, *dit_cfg.latent_size)}; delete the cache to re-encode"
         )
     dit, ema = dit.to(device).train(), ema.to(device).eval().requires_grad_(False)
+    process = Diffusion(diffusion, dit_cfg.noise_buckets)
     if main:
         print(f"DiT config: {to_dict(dit_cfg)}\ndiffusion: {to_dict(diffusion)}\ntrain: {to_dict(tcfg)}")
         print(
@@ -275,9 +286,7 @@ def train(args: TrainArgs) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, progress)
         with autocast_for(device):
-            loss = training_loss(
-                forward, target, context, actions, diffusion, dit_cfg.noise_buckets, noise_gen
-            )
+            loss = process.loss(forward, target, context, actions, noise_gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), tcfg.grad_clip)

@@ -1,8 +1,14 @@
-"""Frames to mp4 with imageio-ffmpeg (H.264, scaled up with nearest-neighbour so pixels stay crisp)."""
+"""Frames to video, scaled up with nearest-neighbour so pixels stay crisp.
+
+imageio-ffmpeg (H.264) when it is installed; else OpenCV's mp4v encoder; else, where neither is (a
+bare GPU machine has no ffmpeg wheel), an animated GIF beside the asked-for path, with a one-line
+notice. Callers (eval, headless play, data view) get their frames written either way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +19,82 @@ def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
     return frame if scale == 1 else frame.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float, scale: int = 2) -> int:
-    """Write uint8 (H, W, 3) frames to an mp4; returns the number of frames written."""
+def video_backend() -> str:
+    """The writer this machine has: "ffmpeg", "opencv" or "gif"."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+
+        return "ffmpeg"
+    except ImportError:
+        pass
+    try:
+        import cv2  # noqa: F401
+
+        return "opencv"
+    except ImportError:
+        return "gif"
+
+
+def _write_ffmpeg(frames: Iterator[np.ndarray], path: Path, fps: float) -> int:
     import imageio.v2 as imageio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with imageio.get_writer(
         path, fps=fps, codec="libx264", quality=8, macro_block_size=8, ffmpeg_log_level="error"
     ) as writer:
         for frame in frames:
-            writer.append_data(upscale(np.asarray(frame, np.uint8), scale))
+            writer.append_data(frame)
             n += 1
+    return n
+
+
+def _write_opencv(frames: Iterator[np.ndarray], path: Path, fps: float) -> int:
+    import cv2
+
+    writer, n = None, 0
+    try:
+        for frame in frames:
+            if writer is None:  # the size is known from the first frame
+                h, w = frame.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                if not writer.isOpened():
+                    raise OSError(f"{path}: OpenCV could not open an mp4v writer")
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))  # OpenCV wants BGR
+            n += 1
+    finally:
+        if writer is not None:
+            writer.release()
+    return n
+
+
+def _write_gif(frames: Iterator[np.ndarray], path: Path, fps: float) -> int:
+    from PIL import Image
+
+    # Palette images as they come: a quarter of the memory of RGB until the file is written at the end.
+    images = [Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE) for f in frames]
+    if images:
+        images[0].save(
+            path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0, optimize=False
+        )
+    return len(images)
+
+
+def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float, scale: int = 2) -> int:
+    """Write uint8 (H, W, 3) frames to an mp4 (an animated .gif beside it where no mp4 encoder is
+    installed); returns the number of frames written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scaled = (upscale(np.asarray(frame, np.uint8), scale) for frame in frames)
+    backend = video_backend()
+    if backend == "ffmpeg":
+        n = _write_ffmpeg(scaled, path, fps)
+    elif backend == "opencv":
+        n = _write_opencv(scaled, path, fps)
+    else:
+        gif = path.with_suffix(".gif")
+        print(f"{path}: no mp4 encoder here (imageio-ffmpeg, OpenCV); writing {gif} instead", file=sys.stderr)
+        path = gif
+        n = _write_gif(scaled, path, fps)
     if n == 0:
         path.unlink(missing_ok=True)
         raise ValueError(f"{path}: no frames to write")
@@ -33,7 +102,25 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float, scal
 
 
 def read_video(path: str | Path) -> np.ndarray:
-    """All frames of a video, (T, H, W, 3) uint8."""
+    """All frames of a video (mp4 or gif), (T, H, W, 3) uint8."""
+    path = Path(path)
+    if path.suffix.lower() == ".gif":
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as im:
+            return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
+    if video_backend() != "ffmpeg":
+        import cv2
+
+        cap, frames = cv2.VideoCapture(str(path)), []
+        ok, frame = cap.read()
+        while ok:
+            frames.append(frame[..., ::-1])  # BGR -> RGB
+            ok, frame = cap.read()
+        cap.release()
+        if not frames:
+            raise OSError(f"{path}: OpenCV read no frames")
+        return np.stack(frames)
     import imageio.v2 as imageio
 
     with imageio.get_reader(path) as reader:

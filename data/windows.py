@@ -3,7 +3,8 @@
 Target frame n of an episode is predicted from frames n-K..n-1 (padded by repeating the episode's
 first frame) and the actions a[n-K-1..n-1]: for each context frame the action that led into it,
 then the current action a[n-1] (the one taken at frame n-1). Actions before the episode's start
-are noop. This is exactly what WorldModelEnv.reset/step build, so training and play agree.
+are noop. `window_indices` is that rule; training windows, evaluation and WorldModelEnv.reset all call
+it, so training and play agree.
 """
 
 from __future__ import annotations
@@ -12,8 +13,23 @@ import numpy as np
 import torch
 
 
+def window_indices(
+    n: torch.Tensor, first: torch.Tensor, context_len: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which frames and actions feed target frame n (B,) of the episode starting at frame `first` (B,).
+
+    -> context frame indices (B, K), action indices (B, K+1) (the last one taken at frame n-1), and whether
+    each action lies in the episode (B, K+1): those before its start are noop."""
+    offsets = torch.arange(-context_len - 1, 0, device=n.device)  # (K+1,) before the target
+    ctx_idx = torch.maximum(n[:, None] + offsets[1:], first[:, None])  # (B, K), padded by the first frame
+    act_idx = n[:, None] + offsets  # (B, K+1)
+    return ctx_idx, act_idx, act_idx >= first[:, None]
+
+
 class LatentWindows(torch.utils.data.Dataset):
-    """All windows whose target lies in the selected episodes; `sample` draws a batch without a DataLoader."""
+    """All windows whose target lies in the selected episodes; `sample` draws a batch without a DataLoader.
+
+    Batches are gathered on the device the latents and actions are on (the GPU, when training there)."""
 
     def __init__(
         self,
@@ -27,7 +43,8 @@ class LatentWindows(torch.utils.data.Dataset):
     ):
         # latents (N, C, h, w); actions (N, fields); starts/lengths (E,); episodes: indices of episodes to use
         self.latents, self.actions, self.k = latents, actions, context_len
-        self.noop = torch.as_tensor(noop, dtype=torch.long)
+        dev = latents.device
+        self.noop = torch.as_tensor(noop, dtype=torch.long, device=dev)
         targets, first = [], []
         for e in torch.as_tensor(episodes, dtype=torch.long).tolist():
             s, n = int(starts[e]), int(lengths[e])
@@ -36,25 +53,25 @@ class LatentWindows(torch.utils.data.Dataset):
                 first.append(torch.full((n - 1,), s))
         if not targets:
             raise ValueError("no training windows: every selected episode has fewer than 2 frames")
-        self.targets = torch.cat(targets)  # (M,) index of each window's target frame
-        self.first = torch.cat(first)  # (M,) index of its episode's first frame
+        self.targets = torch.cat(targets).to(dev)  # (M,) index of each window's target frame
+        self.first = torch.cat(first).to(dev)  # (M,) index of its episode's first frame
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def gather(self, which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Windows `which` (B,) -> target (B, C, h, w), context (B, K, C, h, w), actions (B, K+1, fields)."""
+        which = which.to(self.targets.device)
         n = self.targets[which]  # (B,)
         context, actions = self.context_for(n, self.first[which])
         return self.latents[n].float(), context, actions
 
     def context_for(self, n: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What predicts frame n (B,) of the episode starting at `first` (B,): the module's rule.
+        """What predicts frame n (B,) of the episode starting at `first` (B,), by `window_indices`.
 
         -> context (B, K, C, h, w) and actions (B, K+1, fields), the last one taken at frame n-1."""
-        ctx_idx = torch.maximum(n[:, None] + torch.arange(-self.k, 0), first[:, None])  # (B, K)
-        act_idx = n[:, None] + torch.arange(-self.k - 1, 0)  # (B, K+1)
-        valid = act_idx >= first[:, None]
+        n, first = n.to(self.latents.device), first.to(self.latents.device)
+        ctx_idx, act_idx, valid = window_indices(n, first, self.k)
         actions = torch.where(
             valid[..., None], self.actions[act_idx.clamp_min(0)], self.noop
         )  # (B, K+1, fields)
@@ -63,6 +80,7 @@ class LatentWindows(torch.utils.data.Dataset):
     def sample(
         self, batch: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Indices from a CPU generator: the same batches whichever device gathers them.
         return self.gather(torch.randint(len(self), (batch,), generator=generator))
 
     def __getitem__(self, i: int):

@@ -56,6 +56,9 @@ class PlayArgs:
     threads: int | None = arg(
         None, "torch CPU threads (default: all cores but one)", ge=1, le=1024, group="game"
     )
+    capture: bool = arg(
+        True, "on CUDA, run each step eagerly instead of as CUDA graphs", flag="--no-capture", group="game"
+    )
     scale: int | None = arg(
         None, "pixels per frame pixel (default 4 window, 2 headless)", ge=1, le=16, group="window"
     )
@@ -133,7 +136,7 @@ def open_game(args: PlayArgs):
         # One core is left to drawing, input and the mirror engine: measured on 2 shared cores, the cpu
         # preset steps at 17.4 frames/s with 1 torch thread and 8.2 with 2 (`dreamdoom play --bench 2`).
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
-    backend = WorldModelEnv.from_checkpoint(ckpt, device=device, seed=args.seed)
+    backend = WorldModelEnv.from_checkpoint(ckpt, device=device, seed=args.seed, capture=args.capture)
     if args.steps is not None:
         backend.sampling_steps = args.steps
     engine = None

@@ -2,7 +2,8 @@
 
 For each number of denoising steps: reset, warm up, then time `frames` iterations of the window's own
 loop body (submit, draw + HUD + flip, collect) with no pacing. Frames/s is frames over wall time;
-latencies are per frame (median, p99). CPU ms per frame is the process's CPU time (all threads) over
+latencies are per frame (median, p99). A model on CUDA is timed both eagerly and replayed as CUDA graphs
+(world_model/capture.py), side by side. CPU ms per frame is the process's CPU time (all threads) over
 the timed frames: on a machine shared with other work it says what a frame costs when wall time cannot.
 """
 
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from play.display import Display
 from play.session import PlaySession
 from play.window import hud_lines
+from world_model.bench import device_name
 
 # A loop of varied actions (forward, strafe, turning both ways, fire); speed does not depend on them.
 BENCH_ACTIONS = ((1, 0, 5, 0, 0), (1, 1, 3, 0, 0), (0, 2, 1, 1, 0), (2, 0, 3, 0, 1), (1, 0, 0, 0, 0))
@@ -42,12 +44,25 @@ def bench_play(
     screen = pygame.display.set_mode(display.canvas_size(session.mirror))
     actions = [np.array(a, np.int64) for a in BENCH_ACTIONS]
     results = []
-    for n_steps in steps if session.steps is not None else [None]:
+    backend = session.backend
+    # A model that can replay CUDA graphs is timed eagerly too, side by side; the real engine has neither.
+    modes = ([False, True] if backend.captured else [False]) if hasattr(backend, "captured") else [None]
+    for n_steps, captured in (
+        (n, c) for n in (steps if session.steps is not None else [None]) for c in modes
+    ):
         if n_steps is not None:
             session.set_steps(n_steps)
+        if captured is not None:
+            backend.captured = captured
         session.reset()
         frame_ms, step_ms, draw_ms, dit_ms, decode_ms = (np.zeros(frames) for _ in range(5))
-        bar = tqdm(total=warmup + frames, desc=f"bench steps={n_steps}", unit="frame", disable=not progress)
+        mode = None if captured is None else ("captured" if captured else "eager")
+        bar = tqdm(
+            total=warmup + frames,
+            desc=f"bench steps={n_steps} {mode or ''}",
+            unit="frame",
+            disable=not progress,
+        )
         start = cpu_start = 0.0
         for i in range(warmup + frames):
             t0 = time.perf_counter()
@@ -79,6 +94,7 @@ def bench_play(
         cpu_ms = 1000 * (time.process_time() - cpu_start) / frames  # all threads; unaffected by other load
         row = {
             "steps": n_steps,
+            "mode": mode,
             "frames": frames,
             "fps": round(frames / seconds, 2),
             "overlap": overlap,
@@ -96,15 +112,15 @@ def bench_play(
 
 def format_bench(results: list[dict], device: str, label: str) -> str:
     lines = [
-        f"play loop bench: {label} on {device}",
-        f"{'steps':>5} {'frames/s':>9} {'frame ms (med/p99)':>19} {'step ms (med/p99)':>18} "
+        f"play loop bench: {label} on {device} ({device_name(device)})",
+        f"{'steps':>5} {'mode':>8} {'frames/s':>9} {'frame ms (med/p99)':>19} {'step ms (med/p99)':>18} "
         f"{'dit ms':>7} {'decode ms':>9} {'draw ms':>8} {'CPU ms/frame':>12}",
     ]
     for r in results:
         dit = f"{r['dit_ms']['median']:7.1f}" if "dit_ms" in r else f"{'-':>7}"
         dec = f"{r['decode_ms']['median']:9.1f}" if "decode_ms" in r else f"{'-':>9}"
         lines.append(
-            f"{r['steps'] if r['steps'] is not None else '-':>5} {r['fps']:9.1f} "
+            f"{r['steps'] if r['steps'] is not None else '-':>5} {r['mode'] or '-':>8} {r['fps']:9.1f} "
             f"{r['frame_ms']['median']:9.1f} /{r['frame_ms']['p99']:7.1f} "
             f"{r['step_ms']['median']:8.1f} /{r['step_ms']['p99']:7.1f} {dit} {dec} "
             f"{r['draw_ms']['median']:8.2f} {r['cpu_ms_per_frame']:12.1f}"

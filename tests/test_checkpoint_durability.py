@@ -167,13 +167,20 @@ def test_out_never_replaces_what_it_did_not_create(ckpt, tmp_path):
     assert sorted(p.name for p in ckpt.iterdir()) == before
 
 
-def test_cli_refuses_a_bad_out_before_training(ckpt, tmp_path):
+def test_cli_refuses_a_bad_out_before_training(ckpt, tmp_path, capsys):
     from play.cli import main
 
-    with pytest.raises(CheckpointError, match="holds a 'world_model' checkpoint"):
-        main(["wm", "train-ae", "--data", str(tmp_path / "no-data"), "--out", str(ckpt)])
-    with pytest.raises(CheckpointError, match="pass --resume"):
-        main(["wm", "train", "--data", "x", "--ae", "x", "--out", str(ckpt.parent)])
+    data = tmp_path / "data" / "shard"  # passes the CLI's look for a dataset; the --out check comes first
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text("{}")
+    before = {p: p.read_bytes() for p in ckpt.iterdir()}
+    assert main(["wm", "train-ae", "--data", str(data.parent), "--out", str(ckpt)]) == 2
+    assert "holds a 'world_model' checkpoint" in capsys.readouterr().err
+    assert (
+        main(["wm", "train", "--data", str(data.parent), "--ae", str(ckpt), "--out", str(ckpt.parent)]) == 2
+    )
+    assert "pass --resume" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in ckpt.iterdir()} == before
 
 
 def test_damaged_and_non_finite_weights_are_errors_naming_the_file(ckpt, tmp_path):

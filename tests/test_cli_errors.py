@@ -336,7 +336,7 @@ def test_debug_shows_the_traceback(ws, capsys):
 def test_a_bug_keeps_its_traceback(monkeypatch, ws):
     import data.info
 
-    def broken(ds):
+    def broken(ds, **kwargs):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(data.info, "summarize", broken)

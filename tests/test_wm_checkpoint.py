@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from data.actions import DEFAULT_ACTIONS, ActionSpec
+from data.windows import LatentWindows
+from world_model.autoencoder import to_tensor
 from world_model.checkpoint import (
     CheckpointError,
     check_data_fits,
@@ -49,6 +51,25 @@ def test_untrained_checkpoint_drives_the_env(ckpt):
         assert env.last_timing["total_ms"] >= env.last_timing["dit_ms"] > 0
     env.reset(start[:1], actions=np.stack([DEFAULT_ACTIONS.make(attack=1)]))  # fewer than K: padded
     env.step(DEFAULT_ACTIONS.noop())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])  # fewer frames than K = 2, exactly K, more
+def test_env_reset_builds_the_context_of_the_training_windows(ckpt, n):
+    """reset(frames, actions) is a start at target frame n of an episode: the training windows' context."""
+    env = WorldModelEnv.from_checkpoint(ckpt)
+    k, start = env.context_len, frames(n, seed=n)
+    actions = np.stack([DEFAULT_ACTIONS.make(move=i % 3, turn=i % 7) for i in range(n)])
+    env.reset(start, actions)
+    with torch.no_grad():
+        latents = env.ae.encode(to_tensor(start))  # (n, C, h, w)
+    # An episode of n + 1 frames whose last, not yet seen, is the target.
+    latents = torch.cat([latents, torch.zeros_like(latents[:1])])
+    taken = torch.as_tensor(np.concatenate([actions, DEFAULT_ACTIONS.noop()[None]]))
+    one = torch.tensor([0])
+    windows = LatentWindows(latents, taken, one, torch.tensor([n + 1]), one, k, DEFAULT_ACTIONS.noop())
+    context, window_actions = windows.context_for(torch.tensor([n]), one)
+    torch.testing.assert_close(env._ctx, context, atol=1e-5, rtol=1e-5)
+    assert torch.equal(env._actions[:, :k], window_actions[:, :k])  # the last slot is step's action
 
 
 def test_env_rejects_bad_input(ckpt):
@@ -143,3 +164,23 @@ def test_checkpoint_must_fit_the_data(ckpt):
         check_data_fits(cfg, RES, 4, DEFAULT_ACTIONS, "x")
     with pytest.raises(CheckpointError, match="action contract"):
         check_data_fits(cfg, RES, 2, ActionSpec(turn_degrees_per_tic=(-5.0, 0.0, 5.0)), "x")
+
+
+def test_a_config_that_does_not_fit_its_weights_names_the_tensor_and_the_field(tmp_path):
+    """An edited config.json is an error that says what does not fit, not a state_dict dump."""
+    import shutil
+    from pathlib import Path
+
+    default = Path(__file__).parents[1] / "checkpoints" / "default"
+    folder = tmp_path / "edited"
+    shutil.copytree(default, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["dit"]["hidden"] = 96
+    (folder / "config.json").write_text(json.dumps(config))
+    fits = r"x_embedder\.weight is \(128, 160\) in the file but \(96, 160\)"
+    with pytest.raises(CheckpointError, match=fits):
+        load_world_model(folder)
+    config["dit"]["hidden"] = "wide"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises((CheckpointError, ValueError), match=r"DiTConfig\.hidden = 'wide': want an integer"):
+        load_world_model(folder)

@@ -8,7 +8,7 @@ from data.actions import DEFAULT_ACTIONS
 from data.windows import LatentWindows
 from world_model.autoencoder import Autoencoder, random_crops, to_tensor, to_uint8
 from world_model.config import DiffusionConfig, DiTConfig, get_preset
-from world_model.diffusion import ddim_sample, training_loss
+from world_model.diffusion import Diffusion
 from world_model.dit import DiT
 
 
@@ -73,15 +73,8 @@ def test_ddim_returns_finite_latents(steps, guidance):
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
     _, ctx, acts = batch(model)
-    z = ddim_sample(
-        model,
-        ctx,
-        acts,
-        steps,
-        DiffusionConfig(),
-        model.cfg.noise_buckets,
-        generator=torch.Generator().manual_seed(0),
-        guidance=guidance,
+    z = Diffusion(DiffusionConfig(), model.cfg.noise_buckets).sample(
+        model, ctx, acts, steps, generator=torch.Generator().manual_seed(0), guidance=guidance
     )
     assert z.shape == (3, 4, 3, 5)
     assert torch.isfinite(z).all()
@@ -91,7 +84,7 @@ def test_ddim_rejects_zero_steps():
     model = tiny_dit()
     _, ctx, acts = batch(model)
     with pytest.raises(ValueError, match="steps"):
-        ddim_sample(model, ctx, acts, 0, DiffusionConfig(), 10)
+        Diffusion(DiffusionConfig(), 10).sample(model, ctx, acts, 0)
 
 
 def test_tiny_model_overfits_a_handful_of_transitions():
@@ -102,7 +95,7 @@ def test_tiny_model_overfits_a_handful_of_transitions():
     # Four transitions, each repeated so every step sees several noise levels; no context noise or
     # dropout, so the loss has no irreducible part.
     target, ctx, acts = target.repeat(8, 1, 1, 1), ctx.repeat(8, 1, 1, 1, 1), acts.repeat(8, 1, 1)
-    cfg = DiffusionConfig(context_drop_prob=0.0, context_noise=False)
+    process = Diffusion(DiffusionConfig(context_drop_prob=0.0, context_noise=False), 10)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
 
@@ -111,9 +104,7 @@ def test_tiny_model_overfits_a_handful_of_transitions():
             return float(
                 np.mean(
                     [
-                        training_loss(
-                            model, target, ctx, acts, cfg, 10, torch.Generator().manual_seed(i)
-                        ).item()
+                        process.loss(model, target, ctx, acts, torch.Generator().manual_seed(i)).item()
                         for i in range(8)
                     ]
                 )
@@ -121,7 +112,7 @@ def test_tiny_model_overfits_a_handful_of_transitions():
 
     before = mean_loss()
     for _ in range(300):
-        loss = training_loss(model, target, ctx, acts, cfg, 10, g)
+        loss = process.loss(model, target, ctx, acts, g)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -6,14 +6,18 @@ import os
 import shutil
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from agent.collect import CollectConfig, collect
+from data.actions import DEFAULT_ACTIONS
+from data.dataset import Dataset
 from play.cli import main
 from world_model.checkpoint import CheckpointError, load_world_model, make_untrained_checkpoint
+from world_model.env import WorldModelEnv
 from world_model.latents import LatentCache, LatentCacheError
 from world_model.train import TrainArgs, train
 
@@ -143,7 +147,11 @@ def test_commands_end_to_end(dataset, ae, tmp_path, capsys):
         main(["wm", "bench", "--ckpt", str(run / "ckpt"), "--steps", "1,2", "--frames", "3", "--json"]) == 0
     )
     bench = json.loads(capsys.readouterr().out)
-    assert [s["sampling_steps"] for s in bench["settings"]] == [1, 2]
+    modes = ["eager", "captured"] if torch.cuda.is_available() else ["eager"]
+    assert [(s["sampling_steps"], s["mode"]) for s in bench["settings"]] == [
+        (n, m) for n in (1, 2) for m in modes
+    ]
+    assert bench["device_name"]
     assert all(s["fps"] > 0 and s["p99_ms"] >= s["median_ms"] for s in bench["settings"])
 
 
@@ -161,6 +169,22 @@ def test_resume_continues_step_count_optimizer_and_ema(dataset, ae, tmp_path):
     assert ck.step == 8
     opt = torch.load(out / "ckpt" / "optimizer.pt", weights_only=True)
     assert {int(s["step"]) for s in opt["state"].values()} == {8}
+
+
+@pytest.mark.parametrize("prediction", ["x0", "edm"])
+def test_a_parameterisation_trains_is_saved_and_plays(dataset, ae, tmp_path, prediction):
+    out = tmp_path / "run"
+    summary = train(tiny_args(dataset, ae, out, steps=3, prediction=prediction))
+    assert np.isfinite(summary["final_loss"])
+    ck = load_world_model(out / "ckpt")
+    assert ck.config["diffusion"]["prediction"] == prediction and ck.process.prediction == prediction
+    env = WorldModelEnv(ck)
+    env.reset(Dataset(dataset).load(0).frames[:3])
+    assert env.step(DEFAULT_ACTIONS.noop()).shape == (*ck.resolution[::-1], 3)
+    with pytest.raises(
+        CheckpointError, match=f"trained with --prediction {prediction}, cannot resume it with v"
+    ):
+        train(tiny_args(dataset, ae, out, steps=4, resume=True, prediction="v"))
 
 
 def test_cooldown_decays_the_lr_over_the_end_of_the_run(dataset, ae, tmp_path):
@@ -254,3 +278,35 @@ def test_ddp_two_processes_keep_weights_equal(dataset, ae, tmp_path):
     assert len(hashes) == 1
     ck = load_world_model(out / "ckpt")
     assert ck.step == 3 and ck.config["samples_seen"] == 3 * ck.train.batch_size * 2
+
+
+def windows_on(device: str):
+    from data.actions import DEFAULT_ACTIONS
+    from data.windows import LatentWindows
+
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    latents = torch.randn((n, 4, 3, 4), generator=g).half()
+    actions = torch.stack([torch.randint(s, (n,), generator=g) for s in DEFAULT_ACTIONS.sizes], dim=1)
+    starts, lengths = torch.tensor([0, 15, 18]), torch.tensor([15, 3, 22])
+    return LatentWindows(
+        latents.to(device), actions.to(device), starts, lengths, [0, 1, 2], 4, DEFAULT_ACTIONS.noop()
+    )
+
+
+def test_windows_are_gathered_on_the_device_of_the_latents():
+    # The meta device checks placement on any machine: a CPU index tensor anywhere in gather would fail.
+    batch = windows_on("meta").sample(6, torch.Generator().manual_seed(1))
+    assert [(x.device.type, tuple(x.shape)) for x in batch] == [
+        ("meta", (6, 4, 3, 4)),
+        ("meta", (6, 4, 4, 3, 4)),
+        ("meta", (6, 5, 5)),
+    ]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_windows_gathered_on_the_gpu_equal_those_on_the_cpu():
+    cpu = windows_on("cpu").sample(16, torch.Generator().manual_seed(1))
+    gpu = windows_on("cuda").sample(16, torch.Generator().manual_seed(1))
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.is_cuda and torch.equal(a, b.cpu())

@@ -44,6 +44,7 @@ from world_model.config import (
     get_preset,
     to_dict,
 )
+from world_model.diffusion import Diffusion
 from world_model.dit import DiT
 
 CONFIG_NAME = "config.json"
@@ -91,10 +92,27 @@ def _load_into(module: torch.nn.Module, path: Path, config: dict) -> None:
     bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise CheckpointError(f"{path}: non-finite weights (NaN or inf) in {', '.join(bad[:5])}")
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model of config.json ({str(e)[:400]})") from e
+    want = module.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shapes = [k for k in want if k in state and tuple(state[k].shape) != tuple(want[k].shape)]
+    if missing or extra or shapes:
+        what = []
+        if shapes:
+            k = shapes[0]
+            what.append(
+                f"{k} is {tuple(state[k].shape)} in the file but {tuple(want[k].shape)} by config.json"
+                + (f" ({len(shapes) - 1} more tensors differ)" if len(shapes) > 1 else "")
+            )
+        if missing:
+            what.append(f"{len(missing)} tensors missing (first: {missing[0]})")
+        if extra:
+            what.append(f"{len(extra)} tensors config.json does not make (first: {extra[0]})")
+        raise CheckpointError(
+            f"{path}: weights do not fit the model config.json describes: {'; '.join(what)}; "
+            "config.json was edited or belongs to other weights"
+        )
+    module.load_state_dict(state)
 
 
 def _read_json(path: Path) -> dict:
@@ -335,6 +353,11 @@ class WorldModelCheckpoint:
     frame_skip: int
     step: int
     config: dict
+
+    @property
+    def process(self) -> Diffusion:
+        """The diffusion process (loss and sampler) of this checkpoint's config and DiT."""
+        return Diffusion(self.diffusion, self.dit_cfg.noise_buckets)
 
 
 def save_world_model(

@@ -99,9 +99,6 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
     a = build(TrainAEArgs, args)
     dataset_folder(a.data, "--data")
     output_folder(a.out)
-    from world_model.checkpoint import check_out
-
-    check_out(a.out, "autoencoder", a.overwrite)  # before training, not after
     from world_model.config import get_preset, to_dict
 
     cfg = get_preset(a.preset).ae
@@ -116,6 +113,9 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
             f"--crop {cfg.crop}: must be 0 or a multiple of {cfg.downsample} (the {a.preset} preset)"
         )
     device = _setup(args, a.device)
+    from world_model.checkpoint import check_out
+
+    check_out(a.out, "autoencoder", a.overwrite)  # before training, not after; it makes the parent folder
     from data.dataset import Dataset
     from world_model.autoencoder import train_autoencoder
     from world_model.checkpoint import save_autoencoder
@@ -172,6 +172,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if a.cache:
         output_file(a.cache, "--cache", suffixes=(".safetensors",))
     _setup(args, a.device)
+    from world_model.train import check_run_folder
+
+    check_run_folder(Path(a.out), a.resume, a.overwrite)  # last: it makes the run folder's parent
     train(a)
     return 0
 

@@ -6,7 +6,7 @@ describes itself; presets only choose the starting values.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 
 @dataclass
@@ -52,11 +52,17 @@ class DiTConfig:
     )
 
 
+PREDICTIONS = ("v", "x0", "eps", "edm")  # what the DiT outputs; see world_model/diffusion.py
+
+
 @dataclass
 class DiffusionConfig:
-    """v-prediction, cosine schedule, few-step DDIM, CFG on the past frames, context noise augmentation."""
+    """Parameterisation, few-step sampler, CFG on the past frames, context noise augmentation."""
 
-    sampling_steps: int = 2  # default DDIM steps at play time
+    # v, x0, eps (cosine schedule, DDIM) or edm (Karras preconditioning, Euler). Checkpoints saved before
+    # this field existed were trained on v, so a config.json without it loads as v.
+    prediction: str = "v"
+    sampling_steps: int = 2  # default sampling steps at play time
     context_noise_max: float = 0.7  # GameNGen sec. 3.2.1: noise up to 0.7 on the context in training
     context_noise: bool = True  # False: the ablation without context noise augmentation
     # Diffuse the change from the last context latent instead of the latent itself: a model that
@@ -65,6 +71,17 @@ class DiffusionConfig:
     sample_context_bucket: int = 1  # bucket of the small noise level applied to the context when sampling
     context_drop_prob: float = 0.1  # context replaced by zeros with this probability (for CFG)
     guidance: float = 1.0  # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)
+    # EDM only (Karras et al. 2022; DIAMOND's values but sigma_data: our latents are scaled to unit variance).
+    edm_sigma_data: float = 1.0  # std of the clean target the preconditioning assumes
+    edm_p_mean: float = -0.4  # training noise levels: ln(sigma) ~ N(p_mean, p_std^2)
+    edm_p_std: float = 1.2
+    edm_sigma_min: float = 2e-3  # sampling noise levels: sigma_max to sigma_min, spaced by rho, then 0
+    edm_sigma_max: float = 5.0
+    edm_rho: float = 7.0
+
+    def __post_init__(self):
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"diffusion prediction {self.prediction!r}: choose one of {list(PREDICTIONS)}")
 
 
 @dataclass
@@ -147,6 +164,26 @@ def to_dict(cfg) -> dict:
     return asdict(cfg)
 
 
+def _type_mismatch(default, value) -> str | None:
+    """Why a JSON value cannot stand where the field's default is (None: it can), e.g. "x" for an int."""
+    if default is None or default is MISSING:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "want true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "want an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "want a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "want a string"
+    if isinstance(default, tuple) and all(isinstance(x, int | float) for x in default):
+        ok = isinstance(value, tuple) and all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in value
+        )
+        return None if ok else "want a list of numbers"
+    return None
+
+
 def from_dict(cls, d: dict, where: str):
     """Rebuild a config dataclass from JSON; unknown or missing keys are a clear error."""
     names = {f.name for f in fields(cls)}
@@ -158,9 +195,12 @@ def from_dict(cls, d: dict, where: str):
         if f.name in d:
             v = d[f.name]
             kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+            why = _type_mismatch(f.default, kwargs[f.name])
+            if why:
+                raise ValueError(f"{where}: {cls.__name__}.{f.name} = {v!r}: {why}")
     try:
         return cls(**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # ValueError: a field's bounds, checked in __post_init__
         raise ValueError(f"{where}: bad {cls.__name__}: {e}") from e
 
 

@@ -1,9 +1,21 @@
-"""Diffusion around the DiT: schedule, v-prediction loss, context noise augmentation, few-step DDIM with CFG.
+"""The diffusion process around the DiT: one object owns the schedule, the parameterisation, the context-noise
+buckets, the loss and the few-step sampler, so callers hand it a model and tensors, not seven settings.
 
 Continuous time t in [0, 1] on the cosine schedule alpha = cos(pi t / 2), sigma = sin(pi t / 2)
-(Nichol & Dhariwal 2021), so x_t = alpha x_0 + sigma eps and the target is v = alpha eps - sigma x_0
-(Salimans & Ho 2022, progressive distillation, sec. 4), which stays well-posed at t = 1 where
-few-step sampling starts.
+(Nichol & Dhariwal 2021), so x_t = alpha x_0 + sigma eps. The network's output is, by `prediction`:
+  v    v = alpha eps - sigma x_0 (Salimans & Ho 2022, sec. 4): well-posed at t = 1 where few-step sampling
+       starts; the default, and what every checkpoint saved before the setting existed was trained on.
+  x0   x_0 itself (JiT, Li & He 2025: v and eps fail on high-dimensional tokens, x_0 does not).
+  eps  the noise (DDPM); x_0 = (x_t - sigma eps) / alpha is singular at t = 1, so this runs on [0, EPS_T_MAX].
+Sampling is deterministic DDIM (Song et al. 2021) from t = 1 (or EPS_T_MAX) to 0 in equal steps.
+
+  edm  Karras et al. 2022 preconditioning, as DIAMOND's denoiser (Alonso et al. 2024): x = x_0 + sigma eps,
+       D(x, sigma) = c_skip x + c_out F(c_in x, c_noise), sigma log-normal in training, Euler steps on the
+       Karras sigmas at sampling (DIAMOND: stable at 1 to 3 steps).
+
+Around every parameterisation: the target is optionally the change from the last context latent
+(`residual`), the context is noised at a random bucket level in training (GameNGen sec. 3.2.1), and
+classifier-free guidance drops the past frames (actions kept), telling the model the `dropped_bucket`.
 """
 
 from __future__ import annotations
@@ -15,124 +27,214 @@ import torch.nn.functional as F
 
 from world_model.config import DiffusionConfig
 
+# eps-prediction's x_0 estimate divides by alpha: starting at alpha(0.97) = 0.047 bounds the error's
+# amplification to about 21x at the first sampling step.
+EPS_T_MAX = 0.97
+
 
 def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cos(t * math.pi / 2), torch.sin(t * math.pi / 2)
 
 
-def bucket_levels(cfg: DiffusionConfig, buckets: int) -> torch.Tensor:
-    """Noise level of each context-noise bucket: evenly spaced in [0, context_noise_max], bucket 0 = clean."""
-    return torch.linspace(0.0, cfg.context_noise_max, buckets)
+class Diffusion:
+    """Schedule, parameterisation, context-noise buckets, loss and sampler of one model.
 
+    `buckets` is the model's number of context-noise levels (DiTConfig.noise_buckets); the model's
+    noise embedding has one more entry, `dropped_bucket`, for a dropped context."""
 
-def noise_context(
-    context: torch.Tensor,
-    bucket: torch.Tensor,
-    levels: torch.Tensor,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Variance-preserving noise on the past latents at each sample's bucket level (GameNGen sec. 3.2.1)."""
-    lv = levels.to(context.device)[bucket.clamp_max(len(levels) - 1)].view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
-    eps = torch.randn(
-        context.shape, generator=generator, device=context.device if generator is None else generator.device
-    ).to(context.device)
-    return context * torch.sqrt(1 - lv**2) + lv * eps
+    def __init__(self, cfg: DiffusionConfig, buckets: int):
+        if buckets < 1:
+            raise ValueError(f"buckets must be >= 1, got {buckets}")
+        self.cfg, self.buckets = cfg, buckets
+        # Noise level of each bucket: evenly spaced in [0, context_noise_max], bucket 0 = clean.
+        self.levels = torch.linspace(0.0, cfg.context_noise_max, buckets)  # (buckets,)
+        self.prediction = cfg.prediction
+        self.t_max = EPS_T_MAX if cfg.prediction == "eps" else 1.0
 
+    @property
+    def dropped_bucket(self) -> int:
+        """The bucket the model is told when the context is dropped (CFG's unconditional branch)."""
+        return self.buckets
 
-def training_loss(
-    model,
-    target: torch.Tensor,
-    context: torch.Tensor,
-    actions: torch.Tensor,
-    cfg: DiffusionConfig,
-    buckets: int,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """v-prediction MSE for a batch of (next latent, past latents, actions).
+    @property
+    def sample_bucket(self) -> int:
+        """The bucket a sampler tells the model (its small noise level is applied to the context)."""
+        return self.cfg.sample_context_bucket if self.cfg.context_noise else 0
 
-    target (B, C, h, w); context (B, K, C, h, w); actions (B, K+1, fields)."""
-    b, dev = target.shape[0], target.device
-    gdev = generator.device if generator is not None else dev
+    @property
+    def draws_context_noise(self) -> bool:
+        """Whether `sample` draws context noise (before x's noise) or leaves the context clean."""
+        return self.sample_bucket != 0
 
-    def rand(*shape):
-        return torch.rand(*shape, generator=generator, device=gdev).to(dev)
+    def noise_context(
+        self, context: torch.Tensor, bucket: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Variance-preserving noise on the past latents at each sample's bucket level (GameNGen 3.2.1)."""
+        dev = context.device
+        lv = self.levels.to(dev)[bucket.clamp_max(self.buckets - 1)].view(-1, 1, 1, 1, 1)
+        gdev = dev if generator is None else generator.device
+        eps = torch.randn(context.shape, generator=generator, device=gdev).to(dev)
+        return context * torch.sqrt(1 - lv**2) + lv * eps  # (B, K, C, h, w)
 
-    if cfg.context_noise:
-        bucket = (rand(b) * buckets).long().clamp_max(buckets - 1)  # (B,)
-        context = noise_context(context, bucket, bucket_levels(cfg, buckets), generator)
-    else:
-        bucket = torch.zeros(b, dtype=torch.long, device=dev)
-    if cfg.residual:
-        # Relative to the last latent as the model sees it (noised): it learns to undo that noise too.
-        target = target - context[:, -1]
-    t = rand(b)  # (B,)
-    eps = torch.randn(target.shape, generator=generator, device=gdev).to(dev)
-    a, s = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
-    x_t = a * target + s * eps
-    v_target = a * eps - s * target
-    drop = rand(b) < cfg.context_drop_prob  # (B,) the unconditional branch of CFG
-    context = torch.where(drop.view(-1, 1, 1, 1, 1), torch.zeros_like(context), context)
-    bucket = torch.where(drop, torch.full_like(bucket, buckets), bucket)
-    return F.mse_loss(model(x_t, t, context, bucket, actions).float(), v_target.float())
+    def sampling_context(self, context: torch.Tensor, context_eps: torch.Tensor | None) -> torch.Tensor:
+        """The context as the sampler shows it to the model: noised at `sample_bucket`'s level by
+        `context_eps` (the context's shape), or unchanged where that bucket is clean."""
+        if not self.draws_context_noise:
+            return context
+        lv = self.levels[self.sample_bucket].item()
+        return context * math.sqrt(1 - lv**2) + lv * context_eps.to(context.device)
 
+    # --- the parameterisation -------------------------------------------------------------------------
 
-def sample_bucket(cfg: DiffusionConfig) -> int:
-    """The bucket a sampler tells the model (its small noise level is applied to the context)."""
-    return cfg.sample_context_bucket if cfg.context_noise else 0
+    def edm_scalings(self, sigma: torch.Tensor | float) -> tuple:
+        """c_in, c_skip, c_out, c_noise of EDM's preconditioning (Karras et al. 2022, Table 1), for a tensor
+        of levels in training or one level as a float at sampling (no tensor made inside a captured graph)."""
+        sd = self.cfg.edm_sigma_data
+        c_in = (sigma**2 + sd**2) ** -0.5
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd * c_in
+        c_noise = torch.log(sigma) / 4 if isinstance(sigma, torch.Tensor) else math.log(sigma) / 4
+        return c_in, c_skip, c_out, c_noise
 
+    def _noised(
+        self, x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training input from a clean x0 (B, C, h, w), a uniform (cosine) or normal (EDM) draw u (B,) and the
+        noise: (model input, the model's time input (B,), the output the model should give)."""
+        if self.prediction == "edm":
+            sigma = torch.exp(self.cfg.edm_p_mean + self.cfg.edm_p_std * u).view(-1, 1, 1, 1)
+            x = x0 + sigma * eps
+            c_in, c_skip, c_out, c_noise = self.edm_scalings(sigma)
+            # MSE on F is EDM's loss with its weighting lambda(sigma) = 1 / c_out^2 folded in.
+            return c_in * x, c_noise.flatten(), (x0 - c_skip * x) / c_out
+        t = u * self.t_max  # (B,)
+        a, s = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
+        x_t = a * x0 + s * eps
+        if self.prediction == "v":
+            return x_t, t, a * eps - s * x0
+        return x_t, t, x0 if self.prediction == "x0" else eps
 
-@torch.no_grad()
-def ddim_sample(
-    model,
-    context: torch.Tensor,
-    actions: torch.Tensor,
-    steps: int,
-    cfg: DiffusionConfig,
-    buckets: int,
-    noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    guidance: float | None = None,
-) -> torch.Tensor:
-    """Deterministic DDIM (Song et al. 2021), t = 1 to 0 in `steps` equal steps -> next latent (B, C, h, w).
+    def _x0_eps(
+        self, out: torch.Tensor, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's output at x = a x0 + s eps -> its estimates of x0 and eps."""
+        if self.prediction == "v":
+            return a * x - s * out, s * x + a * out
+        if self.prediction == "x0":
+            return out, (x - a * out) / s
+        return (x - s * out) / a, out
 
-    With guidance w != 1, v = v_uncond + w (v_cond - v_uncond), the unconditional branch having its
-    past frames dropped (actions kept)."""
-    if steps < 1:
-        raise ValueError(f"sampling steps must be >= 1, got {steps}")
-    b, k, c, h, w = context.shape
-    dev = context.device
-    guidance = cfg.guidance if guidance is None else guidance
-    bucket_id = sample_bucket(cfg)
-    if bucket_id:
-        lv = bucket_levels(cfg, buckets)[bucket_id].item()
-        eps = torch.randn(
-            context.shape, generator=generator, device=dev if generator is None else generator.device
-        )
-        context = context * math.sqrt(1 - lv**2) + lv * eps.to(dev)
-    base = context[:, -1] if cfg.residual else 0.0  # (B, C, h, w) as in training: the (noised) last latent
-    bucket = torch.full((b,), bucket_id, dtype=torch.long, device=dev)
-    if guidance != 1.0:
-        context = torch.cat([context, torch.zeros_like(context)])
-        actions = torch.cat([actions, actions])
-        bucket = torch.cat([bucket, torch.full_like(bucket, buckets)])
-    x = (
-        noise
-        if noise is not None
-        else torch.randn(
-            (b, c, h, w), generator=generator, device=dev if generator is None else generator.device
-        ).to(dev)
-    )
-    ts = torch.linspace(1.0, 0.0, steps + 1, device=dev)
-    for i in range(steps):
-        t, t_next = ts[i], ts[i + 1]
-        xin = torch.cat([x, x]) if guidance != 1.0 else x
-        v = model(xin, t.expand(xin.shape[0]), context, bucket, actions).float()
-        if guidance != 1.0:
-            v_cond, v_uncond = v.chunk(2)
-            v = v_uncond + guidance * (v_cond - v_uncond)
-        a, s = alpha_sigma(t)
-        x0 = a * x - s * v
-        eps = s * x + a * v
-        a_next, s_next = alpha_sigma(t_next)
-        x = a_next * x0 + s_next * eps
-    return x + base
+    # --- training -------------------------------------------------------------------------------------
+
+    def loss(
+        self,
+        model,
+        target: torch.Tensor,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """MSE of the model's output for a batch of (next latent, past latents, actions).
+
+        target (B, C, h, w); context (B, K, C, h, w); actions (B, K+1, fields). The draws come from
+        `generator`, in a fixed order: bucket and context noise, time, noise, dropped contexts."""
+        b, dev = target.shape[0], target.device
+        gdev = generator.device if generator is not None else dev
+
+        def rand(*shape):
+            return torch.rand(*shape, generator=generator, device=gdev).to(dev)
+
+        if self.cfg.context_noise:
+            bucket = (rand(b) * self.buckets).long().clamp_max(self.buckets - 1)  # (B,)
+            context = self.noise_context(context, bucket, generator)
+        else:
+            bucket = torch.zeros(b, dtype=torch.long, device=dev)
+        if self.cfg.residual:
+            # Relative to the last latent as the model sees it (noised): it learns to undo that noise too.
+            target = target - context[:, -1]
+        if self.prediction == "edm":
+            u = torch.randn(b, generator=generator, device=gdev).to(dev)  # (B,) log-normal sigma
+        else:
+            u = rand(b)  # (B,) uniform time
+        eps = torch.randn(target.shape, generator=generator, device=gdev).to(dev)
+        x_in, t_in, out_target = self._noised(target, u, eps)
+        drop = rand(b) < self.cfg.context_drop_prob  # (B,) the unconditional branch of CFG
+        context = torch.where(drop.view(-1, 1, 1, 1, 1), torch.zeros_like(context), context)
+        bucket = torch.where(drop, torch.full_like(bucket, self.dropped_bucket), bucket)
+        return F.mse_loss(model(x_in, t_in, context, bucket, actions).float(), out_target.float())
+
+    # --- sampling -------------------------------------------------------------------------------------
+
+    def edm_sigmas(self, steps: int) -> list[float]:
+        """Karras et al. 2022 eq. 5: noise levels from sigma_max down to sigma_min, then 0 (steps + 1)."""
+        rho = self.cfg.edm_rho
+        lo, hi = self.cfg.edm_sigma_min ** (1 / rho), self.cfg.edm_sigma_max ** (1 / rho)
+        ramp = [i / (steps - 1) for i in range(steps)] if steps > 1 else [0.0]
+        return [(hi + r * (lo - hi)) ** rho for r in ramp] + [0.0]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        steps: int,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        guidance: float | None = None,
+        context_eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The next latent (B, C, h, w) from context (B, K, C, h, w) and actions (B, K+1, fields), in `steps`
+        deterministic steps.
+
+        With guidance w != 1, out = out_uncond + w (out_cond - out_uncond), the unconditional branch having
+        its past frames dropped (actions kept). `context_eps` (the context's shape) and `noise` (B, C, h, w)
+        are the draws otherwise taken from `generator`, in that order: given, the sampler draws nothing (a
+        captured CUDA graph must not)."""
+        if steps < 1:
+            raise ValueError(f"sampling steps must be >= 1, got {steps}")
+        b, k, c, h, w = context.shape
+        dev = context.device
+        gdev = dev if generator is None else generator.device
+        guidance = self.cfg.guidance if guidance is None else guidance
+        if self.draws_context_noise and context_eps is None:
+            context_eps = torch.randn(context.shape, generator=generator, device=gdev)
+        context = self.sampling_context(context, context_eps)
+        base = context[:, -1] if self.cfg.residual else 0.0  # (B, C, h, w) as in training: the (noised) last
+        bucket = torch.full((b,), self.sample_bucket, dtype=torch.long, device=dev)
+        guided = guidance != 1.0
+        if guided:
+            context = torch.cat([context, torch.zeros_like(context)])
+            actions = torch.cat([actions, actions])
+            bucket = torch.cat([bucket, torch.full_like(bucket, self.dropped_bucket)])
+        if noise is None:
+            noise = torch.randn((b, c, h, w), generator=generator, device=gdev).to(dev)
+        x = noise
+
+        def predict(x_in: torch.Tensor, t_in: torch.Tensor | float) -> torch.Tensor:
+            """The model's (guided) output at x_in (B, C, h, w) and time input t_in (0-d tensor or float)."""
+            xin = torch.cat([x_in, x_in]) if guided else x_in
+            n = xin.shape[0]
+            t_in = t_in.expand(n) if isinstance(t_in, torch.Tensor) else torch.full((n,), t_in, device=dev)
+            out = model(xin, t_in, context, bucket, actions).float()
+            if guided:
+                out_cond, out_uncond = out.chunk(2)
+                out = out_uncond + guidance * (out_cond - out_uncond)
+            return out
+
+        if self.prediction == "edm":
+            sigmas = self.edm_sigmas(steps)
+            x = x * sigmas[0]
+            for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+                c_in, c_skip, c_out, c_noise = self.edm_scalings(sigma)
+                denoised = c_skip * x + c_out * predict(c_in * x, c_noise)
+                x = x + (sigma_next - sigma) * (x - denoised) / sigma  # Euler on dx/dsigma = (x - D) / sigma
+            return x + base
+        ts = torch.linspace(self.t_max, 0.0, steps + 1, device=dev)
+        for i in range(steps):
+            t, t_next = ts[i], ts[i + 1]
+            a, s = alpha_sigma(t)
+            x0, eps = self._x0_eps(predict(x, t), x, a, s)
+            a_next, s_next = alpha_sigma(t_next)
+            x = a_next * x0 + s_next * eps
+        return x + base

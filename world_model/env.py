@@ -1,36 +1,37 @@
 """WorldModelEnv: the learned game behind a reset/step face like the real env's.
 
 It holds the rolling context: the latents of the last K frames and, for each, the action that led
-into it. `step(action)` samples the next latent with few-step DDIM, decodes it, and rolls the
-context forward. Buffers are preallocated; a step allocates nothing that grows.
+into it. `step(action)` samples the next latent in a few diffusion steps, decodes it, and rolls the
+context forward. Buffers are preallocated; a step allocates nothing that grows. The sampler and the
+decoder run in world_model/capture.py, as CUDA graphs on CUDA unless capture is turned off.
 """
 
 from __future__ import annotations
 
-import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from data.actions import DEFAULT_ACTIONS, ActionSpec
-from world_model.autoencoder import to_tensor, to_uint8
+from data.windows import window_indices
+from world_model.autoencoder import to_tensor
+from world_model.capture import PlayStep, autocast_for
 from world_model.checkpoint import WorldModelCheckpoint, load_world_model
-from world_model.diffusion import ddim_sample
 
 MAX_SAMPLING_STEPS = 64
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision on CPU (where bf16 matmuls are slower, not faster)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 class WorldModelEnv:
     """reset(frames, actions) -> last frame; step(action) -> predicted next frame; uint8 (H, W, 3)."""
 
-    def __init__(self, ckpt: WorldModelCheckpoint, device: str | torch.device = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        ckpt: WorldModelCheckpoint,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        capture: bool = True,
+    ):
         self.device = torch.device(device)
         self.ckpt = ckpt
         self.ae = ckpt.ae.to(self.device).eval()
@@ -39,24 +40,32 @@ class WorldModelEnv:
         self.frame_skip: int = ckpt.frame_skip
         self.resolution: tuple[int, int] = ckpt.resolution
         self.context_len: int = ckpt.dit_cfg.context_len
-        self.diffusion = ckpt.diffusion
+        self.process = ckpt.process  # the sampler
         self._steps = ckpt.diffusion.sampling_steps
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        k, c, (h, w) = self.context_len, ckpt.dit_cfg.latent_channels, ckpt.dit_cfg.latent_size
-        self._ctx = torch.zeros((1, k, c, h, w), device=self.device)  # latents of the last K frames
-        self._ctx_next = torch.zeros_like(self._ctx)
-        self._actions = torch.zeros(
-            (1, k + 1, self.action_spec.num_fields), dtype=torch.long, device=self.device
-        )
+        self._play = PlayStep(self.dit, self.ae, self.process, self.device, capture)
+        self._ctx = self._play.context  # (1, K, C, h, w) latents of the last K frames
+        # (1, K+1, fields): the actions that led into the context frames, then the current one
+        self._actions = self._play.actions
         self._ready = False
         self.last_timing: dict[str, float] = {"dit_ms": 0.0, "decode_ms": 0.0, "total_ms": 0.0}
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "cpu", seed: int = 0
+        cls, path: str | Path, device: str | torch.device = "cpu", seed: int = 0, capture: bool = True
     ) -> WorldModelEnv:
         """Load a checkpoint folder; its action contract must be this code's (DEFAULT_ACTIONS)."""
-        return cls(load_world_model(path, device, expected_spec=DEFAULT_ACTIONS), device, seed)
+        return cls(load_world_model(path, device, expected_spec=DEFAULT_ACTIONS), device, seed, capture)
+
+    @property
+    def captured(self) -> bool:
+        """Whether steps replay CUDA graphs (CUDA with capture on) rather than run eagerly."""
+        return self._play.captured
+
+    @captured.setter
+    def captured(self, on: bool) -> None:
+        """Switch between graphs and eager steps (for side-by-side benchmarks); only CUDA captures."""
+        self._play.captured = bool(on) and self.device.type == "cuda"
 
     @property
     def sampling_steps(self) -> int:
@@ -96,10 +105,12 @@ class WorldModelEnv:
                 f"reset: actions must be ({n}, {self.action_spec.num_fields}), got {actions.shape}"
             )
         self.action_spec.validate(actions, "reset actions")
-        idx = np.arange(n - k, n)  # frame index of each context slot; < 0 means padding
-        ctx_frames = frames[np.clip(idx, 0, None)]
-        # The action that led into frame i is the one taken at frame i - 1; padding and frame 0 get noop.
-        led_in = np.stack([actions[i - 1] if i >= 1 else noop for i in idx])  # (K, fields)
+        # The training windows' rule for target frame n: its last slot (the current action) is step's.
+        ctx_idx, act_idx, valid = (
+            x[0].numpy() for x in window_indices(torch.tensor([n]), torch.tensor([0]), k)
+        )
+        ctx_frames = frames[ctx_idx]  # (K, H, W, 3)
+        led_in = np.where(valid[:k, None], actions[np.clip(act_idx[:k], 0, None)], noop)  # (K, fields)
         with autocast_for(self.device):
             z = self.ae.encode(to_tensor(ctx_frames, self.device))  # (K, C, h, w)
         self._ctx[0].copy_(z.float())
@@ -114,32 +125,12 @@ class WorldModelEnv:
             raise RuntimeError("step() before reset(): give the env a start context first")
         action = np.asarray(action)
         self.action_spec.validate(action[None], "step action")
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        t0 = time.perf_counter()
         k = self.context_len
         self._actions[0, k].copy_(torch.from_numpy(action.astype(np.int64)))
-        with autocast_for(self.device):
-            z = ddim_sample(
-                self.dit,
-                self._ctx,
-                self._actions,
-                self._steps,
-                self.diffusion,
-                self.dit.cfg.noise_buckets,
-                generator=self.generator,
-            )  # (1, C, h, w)
-            sync()
-            t1 = time.perf_counter()
-            frame = to_uint8(self.ae.decode(z))[0]  # (H, W, 3)
-        t2 = time.perf_counter()
-        # Roll the context: drop the oldest latent, append the new one; the current action now led into it.
-        self._ctx_next[:, :-1].copy_(self._ctx[:, 1:])
-        self._ctx_next[:, -1].copy_(z.float())
-        self._ctx, self._ctx_next = self._ctx_next, self._ctx
+        self._play.draw_noise(self.generator)
+        frame, self.last_timing = self._play.run(self._steps)  # (H, W, 3)
+        # Roll the context in place (the buffers' addresses are baked into the graphs): drop the oldest
+        # latent, append the new one; the current action now led into it.
+        self._ctx.copy_(torch.cat([self._ctx[:, 1:], self._play.latent[:, None]], dim=1))
         self._actions[0, :k].copy_(self._actions[0, 1:].clone())
-        self.last_timing = {
-            "dit_ms": (t1 - t0) * 1e3,
-            "decode_ms": (t2 - t1) * 1e3,
-            "total_ms": (t2 - t0) * 1e3,
-        }
         return frame

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from data.actions import ActionSpec
 from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset, DatasetError
-from data.video import write_video
+from data.video import video_backend, write_video
 from data.windows import LatentWindows
 from world_model.autoencoder import to_tensor
 from world_model.checkpoint import check_data_fits, load_world_model
@@ -67,10 +67,10 @@ class EvalArgs:
     transitions: int = arg(256, "teacher-forced transitions (evenly spread)", ge=1)
     rollouts: int = arg(8, "autoregressive rollouts", ge=1)
     horizon: int = arg(96, "rollout length in frames", ge=1)
-    engine: bool = arg(True, "judge control and stability against the real engine (VizDoom)")
+    engine: bool = arg(True, "skip control and stability against the real engine (no VizDoom)")
     control_cases: int = arg(16, "16-step control cases against the engine", ge=1)
     stability_frames: int = arg(2000, "frames of the long dream run beside the engine (0: skip)", ge=0)
-    probe: bool = arg(True, "read position and angle off the frames with the place probe")
+    probe: bool = arg(True, "skip the place probe (position and angle read off the frames)")
     probe_data: str | None = arg(
         None, "dataset whose training split trains the place probe (default: --data)"
     )
@@ -292,7 +292,9 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
 
     view_floor = sc.mean("tf/edge_corr/floor")  # an unrelated real frame, over the whole of the episodes
     fps = 35.0 / ds.manifest.frame_skip
-    control: dict = {"skipped": "no engine (wm eval runs it through the dreamdoom command)"}
+    control: dict = {
+        "skipped": "--no-engine" if not args.engine else "no engine (the dreamdoom command gives wm eval one)"
+    }
     stability: dict = dict(control)
     if engine_factory is not None:
         engines = {}
@@ -326,8 +328,8 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
             stability = {"skipped": "--stability-frames 0"}
     samples = stability.pop("_samples", [])
 
-    video_path = out / "side_by_side.mp4"
-    write_video(video, video_path, fps=fps, scale=2)
+    video_path = out / ("side_by_side.gif" if video_backend() == "gif" else "side_by_side.mp4")
+    write_video(video, video_path.with_suffix(".mp4"), fps=fps, scale=2)  # a .gif where no mp4 encoder
     sheet_path = out / "contact_sheet.png"
     report = {
         "checkpoint": str(args.ckpt),

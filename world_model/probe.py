@@ -36,8 +36,8 @@ class ProbeError(ValueError):
 
 @dataclass
 class ProbeConfig:
-    steps: int = 1200  # optimizer steps (about 3 minutes on 2 CPU cores)
-    batch_size: int = 128
+    steps: int = 1000  # optimizer steps (about 2 minutes on 2 quiet CPU cores)
+    batch_size: int = 64
     lr: float = 2e-3
     width: int = 16  # channels of the first conv; doubled twice
     every: int = 2  # use every n-th frame of the training episodes

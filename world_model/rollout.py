@@ -12,7 +12,6 @@ from data.dataset import Manifest
 from data.windows import LatentWindows
 from world_model.autoencoder import to_uint8
 from world_model.checkpoint import WorldModelCheckpoint
-from world_model.diffusion import ddim_sample
 from world_model.env import autocast_for
 
 
@@ -21,6 +20,7 @@ class Dreamer:
 
     def __init__(self, ck: WorldModelCheckpoint, device: torch.device, steps: int):
         self.ck, self.device, self.steps = ck, device, steps
+        self.process = ck.process
 
     @torch.no_grad()
     def predict(self, context: torch.Tensor, actions: torch.Tensor, seed: int) -> torch.Tensor:
@@ -28,15 +28,8 @@ class Dreamer:
         gen = torch.Generator(device=self.device).manual_seed(seed)
         noise = torch.randn((len(context), *context.shape[2:]), generator=gen, device=self.device)
         with autocast_for(self.device):
-            z = ddim_sample(
-                self.ck.dit,
-                context.to(self.device),
-                actions.to(self.device),
-                self.steps,
-                self.ck.diffusion,
-                self.ck.dit_cfg.noise_buckets,
-                noise=noise,
-                generator=gen,
+            z = self.process.sample(
+                self.ck.dit, context.to(self.device), actions.to(self.device), self.steps, noise, gen
             )
         return z.float().cpu()
 

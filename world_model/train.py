@@ -1,8 +1,10 @@
 """`dreamdoom wm train`: one flat loop training the DiT on cached latents.
 
-AdamW, EMA, grad clipping, bf16 autocast on CUDA, optional torch.compile, tensorboard scalars,
-tqdm, a checkpoint every N steps and --resume, DDP when started under torchrun (gloo on CPU,
-nccl on CUDA). Rank 0 encodes the latent cache if it is missing or stale, logs and saves.
+AdamW (fused on CUDA), EMA, grad clipping, bf16 autocast on CUDA, optional torch.compile,
+tensorboard scalars, tqdm, a checkpoint every N steps and --resume, DDP when started under torchrun
+(gloo on CPU, nccl on CUDA). Rank 0 encodes the latent cache if it is missing or stale, logs and saves.
+The latent cache sits on the training device and batches are gathered there; the loop reads a
+number back from the device only when it logs, so a GPU is never left waiting on the host.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from world_model.checkpoint import (
     recover,
     save_world_model,
 )
-from world_model.config import PRESETS, get_preset, to_dict
-from world_model.diffusion import training_loss
+from world_model.config import PREDICTIONS, PRESETS, get_preset, to_dict
+from world_model.diffusion import Diffusion
 from world_model.dit import DiT
 from world_model.env import autocast_for
 from world_model.latents import (
@@ -70,6 +72,9 @@ class TrainArgs:
         le=1,
     )
     context_noise: bool = arg(True, "ablation: no context noise augmentation")
+    prediction: str | None = arg(
+        None, "what the DiT predicts: v, x0, eps or edm (default: the preset's)", choices=PREDICTIONS
+    )
     cache: str | None = arg(None, "latent cache file (default: OUT/latents.safetensors, encoded if missing)")
     compile: bool = arg(False, "torch.compile the DiT")
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
@@ -92,9 +97,18 @@ def _dist_setup(device: str | None) -> tuple[int, int, torch.device]:
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - decay)
+    with torch.no_grad():  # one multi-tensor kernel on CUDA instead of one per parameter
+        torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
+
+
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a run folder whose checkpoint a save would replace unasked, or one that is not a run folder."""
+    ckpt_dir = out / "ckpt"
+    if (out / "config.json").exists() or out.is_file():
+        raise CheckpointError(f"{out}: is a checkpoint or a file, not a run folder; choose another --out")
+    check_out(ckpt_dir, "world_model", resume or overwrite, "--resume (or --overwrite)")
+    if resume and recover(ckpt_dir) is None:
+        raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
 
 
 def train(args: TrainArgs) -> dict:
@@ -110,13 +124,11 @@ def train(args: TrainArgs) -> dict:
         if getattr(args, name) is not None:
             setattr(tcfg, name, getattr(args, name))
     diffusion.context_noise = args.context_noise
+    if args.prediction is not None:
+        diffusion.prediction = args.prediction
 
     if main:  # before any work: an --out that a save would lose something in is refused now
-        if (out / "config.json").exists() or out.is_file():
-            raise CheckpointError(f"{out}: is a checkpoint or a file, not a run folder; choose another --out")
-        check_out(ckpt_dir, "world_model", args.resume or args.overwrite, "--resume (or --overwrite)")
-        if args.resume and recover(ckpt_dir) is None:
-            raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
+        check_run_folder(out, args.resume, args.overwrite)
     ds = Dataset(args.data)
     ae, ae_config = load_autoencoder(args.ae, device)
     check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
@@ -150,6 +162,11 @@ def train(args: TrainArgs) -> dict:
             ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(ckpt_dir)
         )
         dit, dit_cfg, step = ck.dit.train(), ck.dit_cfg, ck.step
+        if args.prediction is not None and args.prediction != ck.diffusion.prediction:
+            raise CheckpointError(
+                f"{ckpt_dir}: was trained with --prediction {ck.diffusion.prediction}, "
+                f"cannot resume it with {args.prediction}"
+            )
         diffusion = ck.diffusion
         ema = load_world_model(ckpt_dir, "cpu", weights="dit_ema", expected_spec=ds.action_spec).dit
         seconds_before = float(ck.config.get("train_seconds", 0.0))
@@ -164,6 +181,7 @@ def train(args: TrainArgs) -> dict:
             f"{(dit_cfg.latent_channels, *dit_cfg.latent_size)}; delete the cache to re-encode"
         )
     dit, ema = dit.to(device).train(), ema.to(device).eval().requires_grad_(False)
+    process = Diffusion(diffusion, dit_cfg.noise_buckets)
     if main:
         print(f"DiT config: {to_dict(dit_cfg)}\ndiffusion: {to_dict(diffusion)}\ntrain: {to_dict(tcfg)}")
         print(
@@ -173,8 +191,8 @@ def train(args: TrainArgs) -> dict:
 
     train_eps = torch.nonzero(~cache.heldout).flatten()
     windows = LatentWindows(
-        cache.latents,
-        cache.actions,
+        cache.latents.to(device),  # float16: 195k frames of the cpu/gpu presets' latents are ~100 MB
+        cache.actions.to(device),
         cache.starts,
         cache.lengths,
         train_eps,
@@ -193,9 +211,15 @@ def train(args: TrainArgs) -> dict:
             dit, device_ids=[device.index] if device.type == "cuda" else None
         )
     forward = torch.compile(model) if args.compile else model
-    opt = torch.optim.AdamW(dit.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(0.9, 0.99))
+    fused = device.type == "cuda"  # one kernel for the whole update instead of several per parameter
+    opt = torch.optim.AdamW(
+        dit.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(0.9, 0.99), fused=fused
+    )
     if args.resume:
-        opt.load_state_dict(load_optimizer_state(ckpt_dir))
+        state = load_optimizer_state(ckpt_dir)
+        for g in state["param_groups"]:  # the state may come from another device: use this one's update
+            g["fused"] = fused
+        opt.load_state_dict(state)
 
     def lr_at(s: int, progress: float) -> float:
         lr = tcfg.lr * min(1.0, (s + 1) / tcfg.warmup) if tcfg.warmup else tcfg.lr
@@ -249,41 +273,37 @@ def train(args: TrainArgs) -> dict:
             )
 
     t0 = time.time()
-    start_step, last_loss = step, float("nan")
+    start_step, loss = step, None
     bar = tqdm(total=tcfg.steps, initial=step, desc="wm train", disable=not main, mininterval=2.0)
-    loss_sum, loss_n, t_log = 0.0, 0, time.time()
+    loss_sum, loss_n, t_log = torch.zeros((), device=device), 0, time.time()
     while step < tcfg.steps:
         progress = run_progress()
         if progress >= 1.0:
             if main:
                 print(f"time budget of {args.minutes} min spent at step {step}")
             break
-        target, context, actions = (
-            x.to(device, non_blocking=True) for x in windows.sample(tcfg.batch_size, gen)
-        )
+        target, context, actions = windows.sample(tcfg.batch_size, gen)  # gathered on `device`
         for g in opt.param_groups:
             g["lr"] = lr_at(step, progress)
         with autocast_for(device):
-            loss = training_loss(
-                forward, target, context, actions, diffusion, dit_cfg.noise_buckets, noise_gen
-            )
+            loss = process.loss(forward, target, context, actions, noise_gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), tcfg.grad_clip)
         opt.step()
         _ema_update(ema, dit, tcfg.ema_decay)
         step += 1
-        last_loss = loss.item()
-        loss_sum, loss_n = loss_sum + last_loss, loss_n + 1
+        loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1
         bar.update(1)
         if main and step % tcfg.log_every == 0:
+            mean_loss = loss_sum.item() / loss_n  # waits for the device: only here, once per log interval
             rate = loss_n * tcfg.batch_size * world / (time.time() - t_log)
-            writer.add_scalar("losses/train", loss_sum / loss_n, step)
+            writer.add_scalar("losses/train", mean_loss, step)
             writer.add_scalar("losses/grad_norm", float(grad_norm), step)
             writer.add_scalar("charts/lr", opt.param_groups[0]["lr"], step)
             writer.add_scalar("charts/samples_per_s", rate, step)
-            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", samples_s=f"{rate:.0f}", refresh=False)
-            loss_sum, loss_n, t_log = 0.0, 0, time.time()
+            bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.0f}", refresh=False)
+            loss_sum, loss_n, t_log = torch.zeros((), device=device), 0, time.time()
         if step % tcfg.ckpt_every == 0:
             save()
     bar.close()
@@ -295,7 +315,7 @@ def train(args: TrainArgs) -> dict:
         "seconds": seconds,
         "samples": samples,
         "samples_per_s": samples / max(seconds, 1e-9),
-        "final_loss": last_loss,
+        "final_loss": float("nan") if loss is None else loss.item(),
         "checkpoint": str(ckpt_dir),
     }
     if main:

@@ -1,10 +1,12 @@
 """A small convolutional autoencoder for Doom frames, trained here on the dataset (no downloadable VAE).
 
-Frames (B, 3, H, W) in [-1, 1] map to latents (B, C, H/8, W/8). The latents the DiT sees are
-`(z - latent_mean) * latent_scale`, with mean and scale measured on data after training, so they
-have unit variance like the diffusion noise. Training: stage 1 trains both halves on L1 + MSE with
-a little latent noise (the decoder learns to forgive small latent errors, which is what the DiT
-makes); stage 2 freezes the encoder and fine-tunes the decoder on pixel MSE (GameNGen sec. 3.3.2).
+Frames (B, 3, H, W) in [-1, 1] map to latents (B, C, H/d, W/d), d = cfg.downsample (8 or 4 in the
+presets). The latents the DiT sees are `(z - latent_mean) * latent_scale`, with mean and scale
+measured on data after training, so they have unit variance like the diffusion noise. Training:
+stage 1 trains both halves on L1 + MSE (+ cfg.grad_loss times the gradient loss) with a little latent
+noise (the decoder learns to forgive small latent errors, which is what the DiT makes); stage 2
+freezes the encoder and fine-tunes the decoder on pixel MSE (GameNGen sec. 3.3.2), with the same
+gradient term so the fine-tuning does not blur the edges back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from world_model.config import AEConfig
+from world_model.metrics import psnr, status_bar, view_scores
 
 STATS_FRAMES = 512  # frames the latent mean and scale are measured on
 PSNR_FRAMES = 128  # held-out frames the reconstruction PSNR is measured on
@@ -77,7 +80,7 @@ class Autoencoder(nn.Module):
         self.register_buffer("latent_scale", torch.ones(cfg.latent_channels))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> normalised latents (B, C, H/8, W/8)."""
+        """(B, 3, H, W) in [-1, 1] -> normalised latents (B, C, H/d, W/d), d = cfg.downsample."""
         z = self.encoder(x)
         return (z - self.latent_mean[:, None, None]) * self.latent_scale[:, None, None]
 
@@ -117,6 +120,21 @@ def measure_latent_stats(ae: Autoencoder, frames: np.ndarray, batch: int = 64) -
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def gradient_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance between the finite differences, across and down, of images (B, C, H, W) y and x."""
+    across = F.l1_loss(y[..., :, 1:] - y[..., :, :-1], x[..., :, 1:] - x[..., :, :-1])  # (B, C, H, W-1)
+    down = F.l1_loss(y[..., 1:, :] - y[..., :-1, :], x[..., 1:, :] - x[..., :-1, :])  # (B, C, H-1, W)
+    return (across + down) / 2
+
+
+def reconstruction_loss(cfg: AEConfig, y: torch.Tensor, x: torch.Tensor, stage: str) -> torch.Tensor:
+    """Stage 1 ("autoencoder"): L1 + MSE; stage 2 ("decoder"): MSE; both + cfg.grad_loss x gradient loss."""
+    loss = F.mse_loss(y, x) + (F.l1_loss(y, x) if stage == "autoencoder" else 0.0)
+    if cfg.grad_loss:
+        loss = loss + cfg.grad_loss * gradient_loss(y, x)
+    return loss
 
 
 def random_crops(frames: np.ndarray, n: int, crop: int, align: int, gen: torch.Generator) -> np.ndarray:
@@ -167,11 +185,11 @@ def train_autoencoder(
                 z = ae.encoder(x)
                 z = z + cfg.latent_noise * z.detach().std() * torch.randn(z.shape, generator=gen).to(device)
                 y = ae.decoder(z)
-                loss = F.l1_loss(y, x) + F.mse_loss(y, x)
             else:
                 with torch.no_grad():
                     z = ae.encoder(x)
-                loss = F.mse_loss(ae.decoder(z), x)
+                y = ae.decoder(z)
+            loss = reconstruction_loss(cfg, y, x, stage)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -194,11 +212,8 @@ def train_autoencoder(
 
 
 @torch.no_grad()
-def reconstruction_psnr(ae: Autoencoder, frames: np.ndarray, batch: int = 32) -> float:
-    """Mean per-frame PSNR (dB) of encode -> decode on (up to PSNR_FRAMES evenly spaced) uint8 frames."""
-    if len(frames) == 0:
-        return float("nan")
-    frames = frames[:: max(1, len(frames) // PSNR_FRAMES)]
+def reconstruct(ae: Autoencoder, frames: np.ndarray, batch: int = 32) -> np.ndarray:
+    """encode -> decode of uint8 frames (N, H, W, 3) -> uint8 (N, H, W, 3), in eval mode."""
     was_training = ae.training
     ae.eval()
     device = ae.latent_mean.device
@@ -206,4 +221,28 @@ def reconstruction_psnr(ae: Autoencoder, frames: np.ndarray, batch: int = 32) ->
         [to_uint8(ae(to_tensor(frames[i : i + batch], device))) for i in range(0, len(frames), batch)]
     )
     ae.train(was_training)
+    return recon
+
+
+def reconstruction_psnr(ae: Autoencoder, frames: np.ndarray, batch: int = 32) -> float:
+    """Mean per-frame PSNR (dB) of encode -> decode on (up to PSNR_FRAMES evenly spaced) uint8 frames."""
+    if len(frames) == 0:
+        return float("nan")
+    frames = frames[:: max(1, len(frames) // PSNR_FRAMES)]
+    recon = reconstruct(ae, frames, batch)
     return float(np.mean([psnr_uint8(a, b) for a, b in zip(recon, frames, strict=True)]))
+
+
+def reconstruction_scores(ae: Autoencoder, frames: np.ndarray, batch: int = 32) -> dict[str, float]:
+    """The autoencoder's ceiling for the world model on uint8 frames (N, H, W, 3): means over frames of
+    the scene's (3-D view without the weapon) edge correlation, PSNR and SSIM, and the status bar's PSNR."""
+    if len(frames) == 0:
+        raise ValueError("reconstruction_scores: no frames")
+    recon = reconstruct(ae, frames, batch)
+    scene = view_scores(recon, frames)
+    return {
+        "scene_edge_corr": float(scene["edge_corr"].mean()),
+        "scene_psnr": float(scene["psnr"].mean()),
+        "scene_ssim": float(scene["ssim"].mean()),
+        "status_bar_psnr": float(psnr(status_bar(recon), status_bar(frames)).mean()),
+    }

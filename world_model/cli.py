@@ -31,6 +31,13 @@ class TrainAEArgs:
     crop: int | None = arg(
         None, "crop size, a multiple of the autoencoder's downsampling (0: whole frames)", ge=0
     )
+    channels: tuple[int, ...] | None = arg(
+        None, "override the preset's widths, e.g. 16,32,64: one 2x downsampling between entries", ge=1
+    )
+    latent_channels: int | None = arg(None, "override the preset's latent channels", ge=1)
+    grad_loss: float | None = arg(
+        None, "override the preset's weight of the L1 loss on image gradients", ge=0
+    )
     every: int = arg(2, "use every n-th frame of the training episodes", ge=1)
     max_frames: int = arg(40000, "at most this many training frames in memory", ge=1)
     heldout: float = arg(0.1, "held-out fraction of episodes", ge=0, le=0.9)
@@ -95,9 +102,12 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
     from world_model.config import get_preset, to_dict
 
     cfg = get_preset(a.preset).ae
-    for name in ("steps", "decoder_steps", "batch_size", "crop"):
+    for name in ("steps", "decoder_steps", "batch_size", "crop", "channels", "latent_channels", "grad_loss"):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
+    if len(cfg.channels) < 2:
+        widths = ",".join(map(str, cfg.channels))
+        raise UsageError(f"--channels {widths}: want at least two widths (one downsampling)")
     if cfg.crop % cfg.downsample:
         raise UsageError(
             f"--crop {cfg.crop}: must be 0 or a multiple of {cfg.downsample} (the {a.preset} preset)"

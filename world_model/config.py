@@ -11,7 +11,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 
 @dataclass
 class AEConfig:
-    """Convolutional autoencoder: one stride-2 stage between consecutive entries of `channels`."""
+    """Convolutional autoencoder: one stride-2 stage between consecutive entries of `channels`, so four
+    entries downsample 8x and three 4x."""
 
     channels: tuple[int, ...] = (8, 16, 32, 64)  # width at full resolution, then after each 2x downsampling
     latent_channels: int = 8  # channels of the latent grid
@@ -23,6 +24,10 @@ class AEConfig:
     batch_size: int = 32
     crop: int = 32  # train on random crops of this size (0: whole frames)
     lr: float = 1e-3
+    # Weight of an L1 loss on the reconstruction's finite differences against the frame's: MSE and L1
+    # on pixels are content with a blurred edge, this term is not. 0: the pixel losses alone (the
+    # checkpoints trained before it existed).
+    grad_loss: float = 0.0
 
     @property
     def downsample(self) -> int:
@@ -122,6 +127,16 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         ae=AEConfig(),
         dit=DiTConfig(context_len=4, patch_size=2, hidden=128, depth=4, heads=4),
+        diffusion=DiffusionConfig(),
+        train=TrainConfig(lr=8e-4, ema_decay=0.998),
+    ),
+    # The cpu preset with a 4x-down autoencoder (8x30x40 latent for 160x120) and the gradient loss: keeps
+    # the 3-D view's edges (scene edge correlation ~0.85 against ~0.5), see docs/autoencoder_ablation.md.
+    # The DiT's patch doubles with the latent's side, so it sees as many tokens as the cpu preset's (the
+    # latent grid itself is fitted to the autoencoder when the DiT is built); untested as a DiT recipe.
+    "cpu4x": Preset(
+        ae=AEConfig(channels=(16, 32, 64), grad_loss=1.0),
+        dit=DiTConfig(context_len=4, patch_size=4, hidden=128, depth=4, heads=4),
         diffusion=DiffusionConfig(),
         train=TrainConfig(lr=8e-4, ema_decay=0.998),
     ),

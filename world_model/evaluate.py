@@ -18,6 +18,7 @@ Everything goes into report.json, with a contact sheet and a side-by-side video.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,7 +390,7 @@ def _guarded(name: str, run) -> dict:
     try:
         return run()
     except Exception as e:  # noqa: BLE001 (the engine's errors are its own classes; the report says which)
-        print(f"wm eval: {name} failed, the engine said: {type(e).__name__}: {e}")
+        print(f"wm eval: {name} failed, the engine said: {type(e).__name__}: {e}", file=sys.stderr)
         return {"failed": f"{type(e).__name__}: {e}"}
 
 

@@ -31,11 +31,9 @@ from data.actions import ActionSpec
 from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset, DatasetError
 from data.video import video_backend, write_video
-from data.windows import LatentWindows
-from world_model.autoencoder import to_tensor
 from world_model.checkpoint import check_data_fits, load_world_model
 from world_model.control import EngineFactory, evaluate_control, evaluate_stability
-from world_model.env import MAX_SAMPLING_STEPS, autocast_for
+from world_model.env import MAX_SAMPLING_STEPS
 from world_model.metrics import (
     gaussian_blur,
     psnr,
@@ -46,9 +44,9 @@ from world_model.metrics import (
     view,
     view_scores,
 )
-from world_model.probe import PLACE_VARIABLES, ProbeConfig, get_probe
+from world_model.probe import ProbeConfig, get_probe
 from world_model.report import format_report, write_contact_sheet
-from world_model.rollout import Dreamer, HeldOut
+from world_model.rollout import Dreamer, load_heldout
 
 HORIZONS = (1, 2, 4, 8, 16, 32, 64)  # plus the full rollout length
 SHEET_HORIZONS = (1, 4, 16, 64)
@@ -96,60 +94,6 @@ def opposite_actions(actions: torch.Tensor, spec: ActionSpec) -> torch.Tensor:
         turn == spec.turn_none, torch.full_like(turn, n_turn - 1), mirrored
     )
     return out
-
-
-def load_heldout(ds: Dataset, refs, others, ck, device: torch.device, limit: int) -> HeldOut:
-    """Read up to `limit` held-out episodes of 2+ frames; their latents are encoded when first needed.
-    With a single one, the first readable of `others` gives the floor's frames."""
-    frames, actions, place, starts, lengths, metas, manifests = ([] for _ in range(7))
-    n = 0
-    for ref, ep in ds.iter_episodes(refs):
-        if len(ep) < 2:
-            continue
-        frames.append(ep.frames)
-        actions.append(torch.from_numpy(ep.actions.astype(np.int64)))
-        place.append(ep.variables[:, [ep.variable_names.index(v) for v in PLACE_VARIABLES]])
-        starts.append(n)
-        lengths.append(len(ep))
-        metas.append(ep.meta)
-        manifests.append(ds.shards[ref.shard])
-        n += len(ep)
-        if len(frames) == limit:
-            break
-    if not frames:
-        raise DatasetError(f"{ds.root}: no readable held-out episode with 2 or more frames")
-
-    @torch.no_grad()
-    def encode(x: np.ndarray) -> torch.Tensor:
-        with autocast_for(device):
-            return ck.ae.encode(to_tensor(x, device)).float().cpu()
-
-    all_act = torch.cat(actions)
-    c, (h, w) = ck.dit_cfg.latent_channels, ck.dit_cfg.latent_size
-    windows = LatentWindows(
-        torch.zeros((n, c, h, w)),
-        all_act,
-        torch.tensor(starts),
-        torch.tensor(lengths),
-        torch.arange(len(frames)),
-        ck.dit_cfg.context_len,
-        ds.action_spec.noop(),
-    )
-    floor_episode = None
-    if len(frames) == 1:
-        floor_episode = next((ep.frames for _, ep in ds.iter_episodes(others, keys=("frames",))), None)
-    return HeldOut(
-        np.concatenate(frames),
-        all_act,
-        np.concatenate(place),
-        starts,
-        lengths,
-        metas,
-        manifests,
-        encode,
-        windows,
-        floor_episode,
-    )
 
 
 class _Scores:

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.dataset import Manifest
+from data.dataset import Dataset, DatasetError, EpisodeRef, Manifest
 from data.windows import LatentWindows
-from world_model.autoencoder import to_uint8
+from world_model.autoencoder import to_tensor, to_uint8
 from world_model.checkpoint import WorldModelCheckpoint
 from world_model.env import autocast_for
+from world_model.probe import PLACE_VARIABLES
 
 
 class Dreamer:
@@ -116,3 +117,64 @@ class HeldOut:
             return self.floor_episode[step % len(self.floor_episode)]
         other = (e + 1) % len(self.starts)
         return self.frames[np.asarray(self.starts)[other] + step % np.asarray(self.lengths)[other]]
+
+
+def load_heldout(
+    ds: Dataset,
+    refs: list[EpisodeRef],
+    others: list[EpisodeRef],
+    ck: WorldModelCheckpoint,
+    device: torch.device,
+    limit: int,
+) -> HeldOut:
+    """Read up to `limit` held-out episodes of 2+ frames; their latents are encoded when first needed.
+    With a single one, the first readable of `others` gives the floor's frames."""
+    frames, actions, place, starts, lengths, metas, manifests = ([] for _ in range(7))
+    n = 0
+    for ref, ep in ds.iter_episodes(refs):
+        if len(ep) < 2:
+            continue
+        frames.append(ep.frames)
+        actions.append(torch.from_numpy(ep.actions.astype(np.int64)))
+        place.append(ep.variables[:, [ep.variable_names.index(v) for v in PLACE_VARIABLES]])
+        starts.append(n)
+        lengths.append(len(ep))
+        metas.append(ep.meta)
+        manifests.append(ds.shards[ref.shard])
+        n += len(ep)
+        if len(frames) == limit:
+            break
+    if not frames:
+        raise DatasetError(f"{ds.root}: no readable held-out episode with 2 or more frames")
+
+    @torch.no_grad()
+    def encode(x: np.ndarray) -> torch.Tensor:
+        with autocast_for(device):
+            return ck.ae.encode(to_tensor(x, device)).float().cpu()
+
+    all_act = torch.cat(actions)
+    c, (h, w) = ck.dit_cfg.latent_channels, ck.dit_cfg.latent_size
+    windows = LatentWindows(
+        torch.zeros((n, c, h, w)),
+        all_act,
+        torch.tensor(starts),
+        torch.tensor(lengths),
+        torch.arange(len(frames)),
+        ck.dit_cfg.context_len,
+        ds.action_spec.noop(),
+    )
+    floor_episode = None
+    if len(frames) == 1:
+        floor_episode = next((ep.frames for _, ep in ds.iter_episodes(others, keys=("frames",))), None)
+    return HeldOut(
+        np.concatenate(frames),
+        all_act,
+        np.concatenate(place),
+        starts,
+        lengths,
+        metas,
+        manifests,
+        encode,
+        windows,
+        floor_episode,
+    )

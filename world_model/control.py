@@ -166,10 +166,12 @@ def evaluate_control(
 def _turn_sign(probe, start, dream_a, dream_b, engine_a, engine_b, angles_a, angles_b) -> dict:
     """Share of cases where the probe's summed angle change over the dream has the engine's sign."""
 
+    start_angle = probe.predict(start)[:, 2:3]  # (B, 1), read once for all four sequences
+
     def probe_turn(frames: np.ndarray) -> np.ndarray:  # (B, T, H, W, 3) -> (B,)
         b, t = frames.shape[:2]
         ang = probe.predict(frames.reshape(-1, *frames.shape[2:]))[:, 2].reshape(b, t)
-        return _turn(np.concatenate([probe.predict(start)[:, 2:3], ang], 1))
+        return _turn(np.concatenate([start_angle, ang], 1))
 
     truth = np.concatenate([_turn(angles_a), _turn(angles_b)])
     dream = np.concatenate([probe_turn(dream_a), probe_turn(dream_b)])

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset
 from data.windows import LatentWindows
+from world_model.capture import autocast_for
 from world_model.checkpoint import (
     CheckpointError,
     check_data_fits,
@@ -36,7 +37,6 @@ from world_model.checkpoint import (
 from world_model.config import PREDICTIONS, PRESETS, get_preset, to_dict
 from world_model.diffusion import Diffusion
 from world_model.dit import DiT
-from world_model.env import autocast_for
 from world_model.latents import (
     LatentCache,
     LatentCacheError,

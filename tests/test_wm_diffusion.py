@@ -141,8 +141,8 @@ def perfect_model(cfg: DiffusionConfig, clean, noises: list | None = None):
 
     def model(x_in, t_in, context, bucket, actions):
         x0 = clean(context)
-        if len(x0) != len(x_in):  # CFG's doubled batch: a perfect model knows the target in both halves
-            x0 = torch.cat([x0, x0])
+        if len(x0) != len(x_in):  # CFG's branches: a perfect model knows the target in each of them
+            x0 = x0.repeat(len(x_in) // len(x0), 1, 1, 1)
         if cfg.prediction == "edm":  # x_in = c_in x, t_in = c_noise = ln(sigma) / 4 (Karras et al. Table 1)
             sigma = torch.exp(4 * t_in).view(-1, 1, 1, 1)
             scale = torch.sqrt(sigma**2 + cfg.edm_sigma_data**2)
@@ -200,9 +200,12 @@ def test_loss_is_zero_for_the_exact_output(prediction, residual):
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("steps", [1, 2, 4])
-@pytest.mark.parametrize("guidance", [1.0, 2.0])
-def test_sampler_with_a_perfect_model_returns_the_target(prediction, residual, steps, guidance):
-    cfg = DiffusionConfig(prediction=prediction, residual=residual)  # context noise on: bucket 1 at sampling
+@pytest.mark.parametrize("guidance, action_guidance", [(1.0, 1.0), (2.0, 1.0), (1.0, 3.0), (2.0, 3.0)])
+def test_sampler_with_a_perfect_model_returns_the_target(
+    prediction, residual, steps, guidance, action_guidance
+):
+    # context noise on: bucket 1 at sampling
+    cfg = DiffusionConfig(prediction=prediction, residual=residual, action_guidance=action_guidance)
     process = Diffusion(cfg, 10)
     assert process.draws_context_noise
     target, context, actions = _latents(seed=1)
@@ -221,6 +224,40 @@ def test_sampler_with_a_perfect_model_returns_the_target(prediction, residual, s
     # sigma_min = 0.002 at the last step, allows about 1e-3).
     for later in noises[1:]:
         torch.testing.assert_close(later, noises[0], atol=1e-3, rtol=1e-3)
+
+
+def test_action_guidance_pushes_away_from_the_no_action_branch():
+    """out = cond + (w - 1)(cond - no_action): the no-action branch keeps the past frames and is told
+    NO_ACTION; actions are dropped in training at action_drop_prob."""
+    from world_model.diffusion import NO_ACTION
+
+    process = Diffusion(DiffusionConfig(prediction="x0", residual=False, action_guidance=3.0), 10)
+    target, context, actions = _latents(seed=5)
+    seen = []
+
+    def model(x, t, ctx, bucket, acts):  # 1 where told an action, 0 where told none
+        seen.append((ctx.clone(), acts.clone()))
+        return (acts[:, -1, :1] != NO_ACTION).float().view(-1, 1, 1, 1).expand_as(x).clone()
+
+    out = process.sample(model, context, actions, 1, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, torch.full_like(out, 3.0))  # 1 + (3 - 1)(1 - 0)
+    ctx, acts = seen[0]
+    assert torch.equal(ctx[: len(context)], ctx[len(context) :])  # past frames kept in both branches
+    assert (acts[len(context) :] == NO_ACTION).all() and (acts[: len(context)] >= 0).all()
+
+    drop = Diffusion(DiffusionConfig(action_drop_prob=0.5, context_drop_prob=0.0), 10)
+    told = []
+    big = 512
+
+    def record(x, t, ctx, bucket, acts):
+        told.append((acts == NO_ACTION).all(dim=(1, 2)))
+        return torch.zeros_like(x)
+
+    target, context, actions = (
+        v.repeat(big // 2, *([1] * (v.dim() - 1))) for v in (target, context, actions)
+    )
+    drop.loss(record, target, context, actions, torch.Generator().manual_seed(1))
+    assert 0.4 < told[0].float().mean() < 0.6
 
 
 @pytest.mark.parametrize("prediction", PREDICTIONS)

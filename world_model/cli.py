@@ -171,6 +171,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     output_folder(a.out)
     if a.cache:
         output_file(a.cache, "--cache", suffixes=(".safetensors",))
+    if a.set and a.resume:
+        raise UsageError("--set with --resume: a run keeps the recipe saved in its checkpoint")
+    from world_model.config import apply_overrides, get_preset
+
+    try:
+        apply_overrides(get_preset(a.preset), a.set)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     _setup(args, a.device)
     from world_model.train import check_run_folder
 
@@ -227,6 +235,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate_options() -> tuple[type, ...]:
+    from world_model.ablate import AblateArgs
+
+    return (AblateArgs, Threads)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from world_model.ablate import AblateArgs, ablate, parse_variants
+
+    a = build(AblateArgs, args)
+    dataset_folder(a.data, "--data")
+    checkpoint_folder(a.ae, "--ae")
+    dataset_folder(a.heldout, "--heldout")
+    if a.probe_data:
+        dataset_folder(a.probe_data, "--probe-data")
+    output_folder(a.out)
+    parse_variants(a.variant, a.preset)  # every recipe checked before the first one trains
+    _setup(args, a.device)
+    ablate(a, engine_factory=args.engine_factory)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, engine_factory=None) -> None:
     """`engine_factory()` makes the replay engines `wm eval` judges control against (None: no engine)."""
     wm = sub.add_parser("wm", help="world model: train, evaluate, benchmark").add_subparsers(
@@ -250,6 +280,11 @@ def register(sub: argparse._SubParsersAction, engine_factory=None) -> None:
         help="the dream on the 3-D view: structure, place, control, stability, beside floor and ceiling",
         options=_eval_options,
     ).set_defaults(func=cmd_eval, engine_factory=engine_factory)
+    wm.add_parser(
+        "ablate",
+        help="DiT recipes side by side: each trained the same minutes, one table of the yardstick's figures",
+        options=_ablate_options,
+    ).set_defaults(func=cmd_ablate, engine_factory=engine_factory)
     wm.add_parser(
         "bench",
         help="frames/s and latency of WorldModelEnv.step",

@@ -50,6 +50,11 @@ class DiTConfig:
     noise_buckets: int = (
         10  # context-noise levels the model is told about; bucket `noise_buckets` = context dropped
     )
+    # How the actions reach the prediction. adaLN alone (False) sums them into the one conditioning
+    # vector that scales and shifts every token alike; True also gives the attention K+1 action tokens
+    # (one per window position) that every image token can read. Checkpoints saved before the setting
+    # existed load as False.
+    action_tokens: bool = False
 
 
 PREDICTIONS = ("v", "x0", "eps", "edm")  # what the DiT outputs; see world_model/diffusion.py
@@ -71,6 +76,10 @@ class DiffusionConfig:
     sample_context_bucket: int = 1  # bucket of the small noise level applied to the context when sampling
     context_drop_prob: float = 0.1  # context replaced by zeros with this probability (for CFG)
     guidance: float = 1.0  # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)
+    # CFG on the action: in training the actions are dropped (the model is told "no action") with this
+    # probability; at sampling the prediction is pushed away from the no-action one by `action_guidance`.
+    action_drop_prob: float = 0.0
+    action_guidance: float = 1.0  # 1.0 = no action guidance
     # EDM only (Karras et al. 2022; DIAMOND's values but sigma_data: our latents are scaled to unit variance).
     edm_sigma_data: float = 1.0  # std of the clean target the preconditioning assumes
     edm_p_mean: float = -0.4  # training noise levels: ln(sigma) ~ N(p_mean, p_std^2)
@@ -160,6 +169,43 @@ def get_preset(name: str) -> Preset:
     return Preset(*(type(c)(**asdict(c)) for c in (p.ae, p.dit, p.diffusion, p.train)))
 
 
+OVERRIDABLE = ("dit", "diffusion", "train")  # the preset sections `wm train --set` may change
+
+
+def parse_override(item: str, option: str = "--set") -> tuple[str, str, object]:
+    """ "section.field=value" -> (section, field, value); the value is read as JSON (numbers, true/false,
+    lists), anything else as a string."""
+    import json
+
+    key, eq, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not eq or not dot or not name or not text.strip():
+        raise ValueError(f"{option} {item!r}: want SECTION.FIELD=VALUE, e.g. diffusion.prediction=x0")
+    if section not in OVERRIDABLE:
+        raise ValueError(f"{option} {item!r}: section {section!r} is not one of {list(OVERRIDABLE)}")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text.strip()
+    return section, name, value
+
+
+def apply_overrides(preset: Preset, items: tuple[str, ...] | list[str], option: str = "--set") -> Preset:
+    """A copy of `preset` with "section.field=value" items applied, each checked like a saved config:
+    an unknown field or a value of the wrong type is an error that names the item."""
+    out = Preset(*(type(c)(**asdict(c)) for c in (preset.ae, preset.dit, preset.diffusion, preset.train)))
+    for item in items:
+        section, name, value = parse_override(item, option)
+        cfg = getattr(out, section)
+        if name not in {f.name for f in fields(cfg)}:
+            known = ", ".join(f.name for f in fields(cfg))
+            raise ValueError(
+                f"{option} {item!r}: {type(cfg).__name__} has no field {name!r} (it has {known})"
+            )
+        setattr(out, section, from_dict(type(cfg), {**asdict(cfg), name: value}, f"{option} {item!r}"))
+    return out
+
+
 def to_dict(cfg) -> dict:
     return asdict(cfg)
 
@@ -212,6 +258,7 @@ __all__ = [
     "Preset",
     "PRESETS",
     "get_preset",
+    "apply_overrides",
     "to_dict",
     "from_dict",
 ]

@@ -30,6 +30,7 @@ from world_model.config import DiffusionConfig
 # eps-prediction's x_0 estimate divides by alpha: starting at alpha(0.97) = 0.047 bounds the error's
 # amplification to about 21x at the first sampling step.
 EPS_T_MAX = 0.97
+NO_ACTION = -1  # an action value the DiT embeds as "no action" (CFG's unconditional branch on the action)
 
 
 def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +162,9 @@ class Diffusion:
         drop = rand(b) < self.cfg.context_drop_prob  # (B,) the unconditional branch of CFG
         context = torch.where(drop.view(-1, 1, 1, 1, 1), torch.zeros_like(context), context)
         bucket = torch.where(drop, torch.full_like(bucket, self.dropped_bucket), bucket)
+        if self.cfg.action_drop_prob > 0:  # the unconditional branch of CFG on the action: "no action"
+            no_action = rand(b) < self.cfg.action_drop_prob  # (B,)
+            actions = torch.where(no_action.view(-1, 1, 1), torch.full_like(actions, NO_ACTION), actions)
         return F.mse_loss(model(x_in, t_in, context, bucket, actions).float(), out_target.float())
 
     # --- sampling -------------------------------------------------------------------------------------
@@ -188,38 +192,53 @@ class Diffusion:
         deterministic steps.
 
         With guidance w != 1, out = out_uncond + w (out_cond - out_uncond), the unconditional branch having
-        its past frames dropped (actions kept). `context_eps` (the context's shape) and `noise` (B, C, h, w)
-        are the draws otherwise taken from `generator`, in that order: given, the sampler draws nothing (a
-        captured CUDA graph must not)."""
+        its past frames dropped (actions kept). With action guidance w_a != 1, out += (w_a - 1) (out_cond -
+        out_no_action), the no-action branch having the actions dropped (past frames kept). `context_eps`
+        (the context's shape) and `noise` (B, C, h, w) are the draws otherwise taken from `generator`, in
+        that order: given, the sampler draws nothing (a captured CUDA graph must not)."""
         if steps < 1:
             raise ValueError(f"sampling steps must be >= 1, got {steps}")
         b, k, c, h, w = context.shape
         dev = context.device
         gdev = dev if generator is None else generator.device
         guidance = self.cfg.guidance if guidance is None else guidance
+        action_guidance = self.cfg.action_guidance
         if self.draws_context_noise and context_eps is None:
             context_eps = torch.randn(context.shape, generator=generator, device=gdev)
         context = self.sampling_context(context, context_eps)
         base = context[:, -1] if self.cfg.residual else 0.0  # (B, C, h, w) as in training: the (noised) last
         bucket = torch.full((b,), self.sample_bucket, dtype=torch.long, device=dev)
-        guided = guidance != 1.0
-        if guided:
-            context = torch.cat([context, torch.zeros_like(context)])
-            actions = torch.cat([actions, actions])
-            bucket = torch.cat([bucket, torch.full_like(bucket, self.dropped_bucket)])
+        # The batch's branches, each of b rows: conditional, then past frames dropped, then no action.
+        weights = [w for w in (guidance, action_guidance) if w != 1.0]
+        contexts, bucket_list, action_list = [context], [bucket], [actions]
+        if guidance != 1.0:
+            contexts.append(torch.zeros_like(context))
+            bucket_list.append(torch.full_like(bucket, self.dropped_bucket))
+            action_list.append(actions)
+        if action_guidance != 1.0:
+            contexts.append(context)
+            bucket_list.append(bucket)
+            action_list.append(torch.full_like(actions, NO_ACTION))
+        branches = len(contexts)
+        if branches > 1:
+            context, bucket, actions = torch.cat(contexts), torch.cat(bucket_list), torch.cat(action_list)
         if noise is None:
             noise = torch.randn((b, c, h, w), generator=generator, device=gdev).to(dev)
         x = noise
 
         def predict(x_in: torch.Tensor, t_in: torch.Tensor | float) -> torch.Tensor:
             """The model's (guided) output at x_in (B, C, h, w) and time input t_in (0-d tensor or float)."""
-            xin = torch.cat([x_in, x_in]) if guided else x_in
+            xin = torch.cat([x_in] * branches) if branches > 1 else x_in
             n = xin.shape[0]
             t_in = t_in.expand(n) if isinstance(t_in, torch.Tensor) else torch.full((n,), t_in, device=dev)
             out = model(xin, t_in, context, bucket, actions).float()
-            if guided:
-                out_cond, out_uncond = out.chunk(2)
-                out = out_uncond + guidance * (out_cond - out_uncond)
+            if branches > 1:
+                out_cond, *others = out.chunk(branches)
+                if len(weights) == 1 and guidance != 1.0:  # as before action guidance existed, bit for bit
+                    return others[0] + guidance * (out_cond - others[0])
+                out = out_cond
+                for weight, other in zip(weights, others, strict=True):
+                    out = out + (weight - 1.0) * (out_cond - other)
             return out
 
         if self.prediction == "edm":

@@ -41,7 +41,8 @@ class TimestepEmbedder(nn.Module):
 
 class ActionEmbedder(nn.Module):
     """One embedding table per action field, indexed by (position in the window, value); all summed.
-    Positions 0..K-1 are the actions that led into the K context frames, position K the current one."""
+    Positions 0..K-1 are the actions that led into the K context frames, position K the current one.
+    A negative value is "no action" (CFG's unconditional branch on the action) and embeds as zero."""
 
     def __init__(self, action_sizes: tuple[int, ...], positions: int, hidden: int):
         super().__init__()
@@ -49,11 +50,20 @@ class ActionEmbedder(nn.Module):
         self.tables = nn.ModuleList(nn.Embedding(positions * n, hidden) for n in action_sizes)
         self.register_buffer("pos", torch.arange(positions), persistent=False)
 
+    def _field(self, actions: torch.Tensor, f: int) -> torch.Tensor:
+        """(B, K+1, fields) int -> field f's embeddings (B, K+1, D), zero where there is no action."""
+        a, n = actions[..., f], self.sizes[f]
+        return self.tables[f](self.pos[None] * n + a.clamp_min(0)) * (a >= 0).unsqueeze(-1)
+
+    def per_position(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, K+1, fields) int -> (B, K+1, D): each window position's fields summed."""
+        return sum(self._field(actions, f) for f in range(len(self.sizes)))
+
     def forward(self, actions: torch.Tensor) -> torch.Tensor:
-        # actions: (B, K+1, fields) int
+        """(B, K+1, fields) int -> (B, D): every position's and field's embedding summed."""
         out = 0
-        for f, (table, n) in enumerate(zip(self.tables, self.sizes, strict=True)):
-            out = out + table(self.pos[None] * n + actions[..., f]).sum(1)  # (B, D)
+        for f in range(len(self.sizes)):
+            out = out + self._field(actions, f).sum(1)  # (B, D)
         return out
 
 
@@ -133,6 +143,9 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(cfg.hidden)
         self.noise_embedder = nn.Embedding(cfg.noise_buckets + 1, cfg.hidden)  # last bucket: context dropped
         self.action_embedder = ActionEmbedder(cfg.action_sizes, k + 1, cfg.hidden)
+        if cfg.action_tokens:  # the action tokens' own projection and place in the sequence
+            self.action_proj = nn.Linear(cfg.hidden, cfg.hidden)
+            self.action_pos = nn.Parameter(torch.zeros(1, k + 1, cfg.hidden))
         self.register_buffer("pos_embed", sincos_2d(cfg.hidden, *self.grid)[None], persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(cfg.hidden, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(cfg.hidden, p, c)
@@ -154,6 +167,8 @@ class DiT(nn.Module):
         nn.init.normal_(self.noise_embedder.weight, std=0.02)
         for table in self.action_embedder.tables:
             nn.init.normal_(table.weight, std=0.02)
+        if self.cfg.action_tokens:
+            nn.init.normal_(self.action_pos, std=0.02)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
@@ -197,7 +212,11 @@ class DiT(nn.Module):
         cond = (
             self.t_embedder(t) + self.noise_embedder(noise_bucket) + self.action_embedder(actions)
         )  # (B, D)
+        n = x.shape[1]
+        if self.cfg.action_tokens:  # (B, N+K+1, D): the image tokens, then one token per window position
+            tokens = self.action_proj(self.action_embedder.per_position(actions)) + self.action_pos
+            x = torch.cat([x, tokens], dim=1)
         for block in self.blocks:
-            x = block(x, cond)  # (B, N, D)
-        x = self.final_layer(x, cond)  # (B, N, p*p*C)
+            x = block(x, cond)  # (B, N(+K+1), D)
+        x = self.final_layer(x[:, :n], cond)  # (B, N, p*p*C)
         return self.unpatchify(x)  # (B, C, h, w)

@@ -134,7 +134,11 @@ def _table(sc: _Scores, prefix: str, metric: str) -> dict[str, float]:
     }
 
 
-def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dict:
+def evaluate(
+    args: EvalArgs, engine_factory: EngineFactory | None = None, sheet_out: dict | None = None
+) -> dict:
+    """The report (also written to OUT/report.json). `sheet_out`, when given, receives the contact sheet's
+    frames of the first rollout: {horizon: (real, dream, scene edge corr)}."""
     t_start = time.time()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ck = load_world_model(args.ckpt, device)
@@ -324,6 +328,8 @@ def evaluate(args: EvalArgs, engine_factory: EngineFactory | None = None) -> dic
         "timing_s": timing,
     }
     write_contact_sheet(report, sheet, samples, sheet_path, [h for h in SHEET_HORIZONS if h in sheet])
+    if sheet_out is not None:
+        sheet_out.update(sheet)
     report["seconds"] = round(time.time() - t_start, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report

@@ -34,7 +34,7 @@ from world_model.checkpoint import (
     recover,
     save_world_model,
 )
-from world_model.config import PREDICTIONS, PRESETS, get_preset, to_dict
+from world_model.config import PREDICTIONS, PRESETS, apply_overrides, get_preset, to_dict
 from world_model.diffusion import Diffusion
 from world_model.dit import DiT
 from world_model.latents import (
@@ -74,6 +74,13 @@ class TrainArgs:
     context_noise: bool = arg(True, "ablation: no context noise augmentation")
     prediction: str | None = arg(
         None, "what the DiT predicts: v, x0, eps or edm (default: the preset's)", choices=PREDICTIONS
+    )
+    set: tuple[str, ...] = arg(
+        (),
+        "change the preset's recipe: SECTION.FIELD=VALUE ..., e.g. dit.action_tokens=true "
+        "diffusion.prediction=x0 (sections dit, diffusion, train)",
+        nargs="+",
+        metavar="SECTION.FIELD=VALUE",
     )
     cache: str | None = arg(None, "latent cache file (default: OUT/latents.safetensors, encoded if missing)")
     compile: bool = arg(False, "torch.compile the DiT")
@@ -118,7 +125,9 @@ def train(args: TrainArgs) -> dict:
     main = rank == 0
     out = Path(args.out)
     ckpt_dir = out / "ckpt"
-    preset = get_preset(args.preset)
+    preset = apply_overrides(get_preset(args.preset), args.set)
+    if args.set and args.resume:
+        raise ValueError("--set with --resume: a run keeps the recipe saved in its checkpoint")
     tcfg, diffusion = preset.train, preset.diffusion
     for name in ("steps", "batch_size", "lr", "ckpt_every"):
         if getattr(args, name) is not None:

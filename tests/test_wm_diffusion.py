@@ -168,13 +168,20 @@ def _latents(seed=0):
     return target, context, actions
 
 
+RESIDUALS = {  # what the target is the change from: nothing, the noised last context latent, the clean one
+    "none": dict(residual=False),
+    "noised": dict(residual=True),
+    "clean": dict(residual=True, clean_residual=True),
+}
+
+
 @pytest.mark.parametrize("prediction", PREDICTIONS)
-@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("residual", list(RESIDUALS))
 def test_loss_is_zero_for_the_exact_output(prediction, residual):
-    # Residual targets are relative to the noised last context frame, which a dropped context hides: keep
-    # every context there, and drop half of them where the target does not depend on the context.
+    # Residual targets are relative to the last context frame, which a dropped context hides: keep every
+    # context there, and drop half of them where the target does not depend on the context.
     cfg = DiffusionConfig(
-        prediction=prediction, residual=residual, context_drop_prob=0.0 if residual else 0.5
+        prediction=prediction, context_drop_prob=0.5 if residual == "none" else 0.0, **RESIDUALS[residual]
     )
     process = Diffusion(cfg, 10)
     target, context, actions = _latents()
@@ -184,8 +191,8 @@ def test_loss_is_zero_for_the_exact_output(prediction, residual):
         actions.repeat(8, 1, 1),
     )
 
-    def clean(ctx):
-        return target - ctx[:, -1] if residual else target
+    def clean(ctx):  # ctx: the context as the model is shown it (noised)
+        return {"none": target, "noised": target - ctx[:, -1], "clean": target - context[:, -1]}[residual]
 
     perfect = process.loss(
         perfect_model(cfg, clean), target, context, actions, torch.Generator().manual_seed(0)
@@ -198,21 +205,23 @@ def test_loss_is_zero_for_the_exact_output(prediction, residual):
 
 
 @pytest.mark.parametrize("prediction", PREDICTIONS)
-@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("residual", list(RESIDUALS))
 @pytest.mark.parametrize("steps", [1, 2, 4])
 @pytest.mark.parametrize("guidance, action_guidance", [(1.0, 1.0), (2.0, 1.0), (1.0, 3.0), (2.0, 3.0)])
 def test_sampler_with_a_perfect_model_returns_the_target(
     prediction, residual, steps, guidance, action_guidance
 ):
     # context noise on: bucket 1 at sampling
-    cfg = DiffusionConfig(prediction=prediction, residual=residual, action_guidance=action_guidance)
+    cfg = DiffusionConfig(prediction=prediction, action_guidance=action_guidance, **RESIDUALS[residual])
     process = Diffusion(cfg, 10)
     assert process.draws_context_noise
     target, context, actions = _latents(seed=1)
     g = torch.Generator().manual_seed(2)
     context_eps, noise = torch.randn(context.shape, generator=g), torch.randn(SHAPE, generator=g)
-    # The residual is taken from the last context latent as the model is shown it, noised by context_eps.
-    base = process.sampling_context(context, context_eps)[:, -1] if residual else 0.0
+    # The residual is taken from the last context latent as the model is shown it (noised by context_eps),
+    # or from the clean one.
+    shown = process.sampling_context(context, context_eps)[:, -1]
+    base = {"none": 0.0, "noised": shown, "clean": context[:, -1]}[residual]
     noises = []
     model = perfect_model(cfg, lambda ctx: target - base, noises)
     got = process.sample(

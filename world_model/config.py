@@ -73,6 +73,10 @@ class DiffusionConfig:
     # Diffuse the change from the last context latent instead of the latent itself: a model that
     # predicts zero copies the last frame, so learning starts from that baseline rather than from noise.
     residual: bool = True
+    # The change is taken from the last context latent as the model is shown it, noised (False: the
+    # checkpoints trained before the setting existed), or from the clean one (True): then predicting zero
+    # copies the last frame exactly, and a rollout does not gather the sampler's context noise.
+    clean_residual: bool = False
     sample_context_bucket: int = 1  # bucket of the small noise level applied to the context when sampling
     context_drop_prob: float = 0.1  # context replaced by zeros with this probability (for CFG)
     guidance: float = 1.0  # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)

@@ -145,14 +145,16 @@ class Diffusion:
         def rand(*shape):
             return torch.rand(*shape, generator=generator, device=gdev).to(dev)
 
+        clean_last = context[:, -1]
         if self.cfg.context_noise:
             bucket = (rand(b) * self.buckets).long().clamp_max(self.buckets - 1)  # (B,)
             context = self.noise_context(context, bucket, generator)
         else:
             bucket = torch.zeros(b, dtype=torch.long, device=dev)
         if self.cfg.residual:
-            # Relative to the last latent as the model sees it (noised): it learns to undo that noise too.
-            target = target - context[:, -1]
+            # Relative to the last latent as the model sees it (noised: it learns to undo that noise too), or,
+            # with clean_residual, to the clean one, so that predicting zero copies the last frame exactly.
+            target = target - (clean_last if self.cfg.clean_residual else context[:, -1])
         if self.prediction == "edm":
             u = torch.randn(b, generator=generator, device=gdev).to(dev)  # (B,) log-normal sigma
         else:
@@ -205,8 +207,10 @@ class Diffusion:
         action_guidance = self.cfg.action_guidance
         if self.draws_context_noise and context_eps is None:
             context_eps = torch.randn(context.shape, generator=generator, device=gdev)
+        clean_last = context[:, -1]
         context = self.sampling_context(context, context_eps)
-        base = context[:, -1] if self.cfg.residual else 0.0  # (B, C, h, w) as in training: the (noised) last
+        # (B, C, h, w) as in training: the last latent as the model saw it (noised), or the clean one
+        base = (clean_last if self.cfg.clean_residual else context[:, -1]) if self.cfg.residual else 0.0
         bucket = torch.full((b,), self.sample_bucket, dtype=torch.long, device=dev)
         # The batch's branches, each of b rows: conditional, then past frames dropped, then no action.
         weights = [w for w in (guidance, action_guidance) if w != 1.0]

@@ -190,7 +190,7 @@ def load_sheet_frames(path: Path) -> dict:
 def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
     from world_model.bench import bench
     from world_model.evaluate import EvalArgs, evaluate
-    from world_model.train import TrainArgs, train
+    from world_model.train import UNBOUNDED_STEPS, TrainArgs, train
 
     variants = parse_variants(a.variant, a.preset)
     out = Path(a.out)
@@ -216,7 +216,7 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
                 out=str(run),
                 preset=a.preset,
                 overwrite=True,
-                steps=10**9,  # the minutes end every run
+                steps=UNBOUNDED_STEPS,  # the minutes end every run
                 minutes=a.minutes,
                 cooldown=a.cooldown,
                 set=overrides,

@@ -46,6 +46,9 @@ from world_model.latents import (
 )
 
 
+UNBOUNDED_STEPS = 10**9  # --steps for a run that only --minutes ends
+
+
 @dataclass
 class TrainArgs:
     """What `dreamdoom wm train` was asked; None keeps the preset's value."""
@@ -283,7 +286,13 @@ def train(args: TrainArgs) -> dict:
 
     t0 = time.time()
     start_step, loss = step, None
-    bar = tqdm(total=tcfg.steps, initial=step, desc="wm train", disable=not main, mininterval=2.0)
+    bar = tqdm(  # a run that only the clock ends (wm ablate) shows its count and rate, not a total
+        total=None if tcfg.steps >= UNBOUNDED_STEPS else tcfg.steps,
+        initial=step,
+        desc="wm train",
+        disable=not main,
+        mininterval=2.0,
+    )
     loss_sum, loss_n, t_log = torch.zeros((), device=device), 0, time.time()
     while step < tcfg.steps:
         progress = run_progress()

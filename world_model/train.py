@@ -45,7 +45,6 @@ from world_model.latents import (
     stale_cache_reason,
 )
 
-
 UNBOUNDED_STEPS = 10**9  # --steps for a run that only --minutes ends
 
 

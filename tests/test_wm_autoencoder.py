@@ -91,11 +91,12 @@ def test_tiny_4x_autoencoder_trains_and_round_trips_shapes(rng):
     assert np.isfinite(summary["heldout_psnr"])
 
 
-def test_presets_cpu_unchanged_and_cpu4x_is_4x_with_gradient_loss():
-    cpu, cpu4x = get_preset("cpu").ae, get_preset("cpu4x").ae
-    assert cpu == AEConfig()  # what the shipped default was trained with, apart from step counts
-    assert (cpu.downsample, cpu.grad_loss) == (8, 0.0)
-    assert cpu4x.downsample == 4 and cpu4x.grad_loss > 0
+def test_presets_cpu8x_is_the_old_autoencoder_and_cpu_is_4x_with_gradient_loss():
+    cpu, cpu4x, cpu8x = (get_preset(p).ae for p in ("cpu", "cpu4x", "cpu8x"))
+    assert cpu8x == AEConfig()  # what the previous default was trained with, apart from step counts
+    assert (cpu8x.downsample, cpu8x.grad_loss) == (8, 0.0)
+    assert cpu.downsample == cpu4x.downsample == 4 and cpu.grad_loss > 0 and cpu4x.grad_loss > 0
+    assert cpu.channels == cpu4x.channels
 
 
 def test_reconstruction_scores_of_a_perfect_and_a_flat_reconstruction():

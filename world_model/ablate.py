@@ -39,7 +39,7 @@ class AblateArgs:
         metavar="VARIANT",
     )
     minutes: float = arg(5.0, "training minutes of each variant", gt=0)
-    preset: str = arg("cpu4x", "the recipe the variants change", choices=sorted(PRESETS))
+    preset: str = arg("cpu", "the recipe the variants change", choices=sorted(PRESETS))
     cooldown: float = arg(0.2, "final fraction of each run over which the lr decays to 0", ge=0, le=1)
     probe_data: str | None = arg(None, "dataset that trains the place probe (default: --data)")
     stability_frames: int = arg(2000, "frames of each variant's long dream run beside the engine", ge=0)
@@ -114,12 +114,17 @@ def _f(x, fmt: str = ".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt)
 
 
+def _minus(a, b):
+    return None if a is None or b is None else a - b
+
+
 def format_table(rows: list[dict], minutes: float, preset: str) -> str:
     """The ablation as a markdown table: structure, place, control, stability, cost."""
     head = (
         "| variant | recipe | samples | scene edge corr 1 step (copy / floor / ceiling) "
         "| rollout h=4 / 16 / 64 "
-        "| probe err h=16 (real) | action response | turn sign (engine) | stability: lost at frame, "
+        "| probe err h=16 (real) | 1 step, opposite input (change) | action response "
+        "| turn sign (engine) | stability: lost at frame, "
         "share above floor | play ms |"
     )
     lines = [
@@ -136,7 +141,9 @@ def format_table(rows: list[dict], minutes: float, preset: str) -> str:
             f"| **{_f(r['tf_edge_corr'])}** ({_f(r['tf_copy_last'])} / {_f(r['tf_floor'])} / "
             f"{_f(r['tf_ceiling'])}) | {_f(ro.get('4'))} / {_f(ro.get('16'))} / {_f(ro.get('64'))} "
             f"| {_f(r['probe_position_error_h16'], '.0f')} ({_f(r['probe_position_error_h16_real'], '.0f')}) "
-            f"| {_f(r['action_response'], '+.3f')} "
+            f"| {_f(r['tf_opposite_action'])} "
+            f"({_f(_minus(r['tf_edge_corr'], r['tf_opposite_action']), '+.3f')}) "
+            f"| {_f(r['action_response'], '+.4f')} "
             f"| {_f(r['turn_sign'], '.0%')} ({_f(r['turn_sign_engine'], '.0%')}) "
             f"| {_f(r['stability_first_lost_frame'], 'd')}, {_f(r['stability_share_above_floor'], '.0%')} "
             f"| {_f(r['play_ms'], '.1f')} |"
@@ -165,7 +172,7 @@ def write_sheet(frames: dict[str, dict], path: Path) -> None:
         y = r * (h0 + label)
         for c, h in enumerate(hs):
             canvas.paste(Image.fromarray(pics[h]), (c * (w0 + 2), y + label))
-            text = f"{name} h={h}" + (f" ec {scores[h]:.2f}" if h in scores else "")
+            text = (f"{name} " if c == 0 else "") + f"h={h}" + (f" ec {scores[h]:.2f}" if h in scores else "")
             draw.text((c * (w0 + 2) + 2, y + 1), text, fill=(255, 255, 255))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, optimize=True)

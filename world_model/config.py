@@ -136,20 +136,31 @@ PRESETS: dict[str, Preset] = {
             steps=20, batch_size=8, lr=1e-3, warmup=0, ema_decay=0.9, ckpt_every=10, log_every=5
         ),
     ),
-    # Trains in about an hour and plays in real time on 2 CPU cores (measured with `dreamdoom wm bench`).
+    # The shipped default's recipe (checkpoints/default/MODEL_CARD.md), picked by docs/dit_ablation.md:
+    # a 4x-down autoencoder with the gradient loss (8x30x40 latent for 160x120; its reconstruction keeps
+    # the scene's edges, docs/autoencoder_ablation.md), and a DiT with patch 4 (80 tokens a frame)
+    # trained with EDM preconditioning, the change taken from the clean last latent, and classifier-free
+    # guidance on the action. Plays several times faster than real time on 2 CPU cores.
     "cpu": Preset(
-        ae=AEConfig(),
-        dit=DiTConfig(context_len=4, patch_size=2, hidden=128, depth=4, heads=4),
-        diffusion=DiffusionConfig(),
+        ae=AEConfig(channels=(16, 32, 64), grad_loss=1.0, steps=16000, decoder_steps=4000),
+        dit=DiTConfig(context_len=4, patch_size=4, hidden=128, depth=4, heads=4),
+        diffusion=DiffusionConfig(
+            prediction="edm", clean_residual=True, action_drop_prob=0.1, action_guidance=2.0
+        ),
         train=TrainConfig(lr=8e-4, ema_decay=0.998),
     ),
-    # The cpu preset with a 4x-down autoencoder (8x30x40 latent for 160x120) and the gradient loss: keeps
-    # the 3-D view's edges (scene edge correlation ~0.85 against ~0.5), see docs/autoencoder_ablation.md.
-    # The DiT's patch doubles with the latent's side, so it sees as many tokens as the cpu preset's (the
-    # latent grid itself is fitted to the autoencoder when the DiT is built); untested as a DiT recipe.
+    # The DiT ablation's starting point (docs/dit_ablation.md): the cpu preset's networks with the
+    # v-prediction recipe of the models before it.
     "cpu4x": Preset(
         ae=AEConfig(channels=(16, 32, 64), grad_loss=1.0),
         dit=DiTConfig(context_len=4, patch_size=4, hidden=128, depth=4, heads=4),
+        diffusion=DiffusionConfig(),
+        train=TrainConfig(lr=8e-4, ema_decay=0.998),
+    ),
+    # The previous default's recipe: 8x-down autoencoder (8x15x20 latent), DiT patch 2, residual v-prediction.
+    "cpu8x": Preset(
+        ae=AEConfig(),
+        dit=DiTConfig(context_len=4, patch_size=2, hidden=128, depth=4, heads=4),
         diffusion=DiffusionConfig(),
         train=TrainConfig(lr=8e-4, ema_decay=0.998),
     ),

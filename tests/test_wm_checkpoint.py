@@ -184,3 +184,27 @@ def test_a_config_that_does_not_fit_its_weights_names_the_tensor_and_the_field(t
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises((CheckpointError, ValueError), match=r"DiTConfig\.hidden = 'wide': want an integer"):
         load_world_model(folder)
+
+
+def test_export_keeps_what_play_reads_and_samples_the_same(tmp_path, capsys):
+    from play.cli import main
+
+    src = make_untrained_checkpoint(tmp_path / "run" / "ckpt", preset="tiny", resolution=RES, seed=3)
+    assert (src / "dit.safetensors").exists()
+    out = tmp_path / "shipped"
+    assert main(["wm", "export", "--ckpt", str(src), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "autoencoder.safetensors",
+        "config.json",
+        "dit_ema.safetensors",
+    ]
+    assert "MB" in capsys.readouterr().out
+    a, b = load_world_model(src), load_world_model(out)
+    for (ka, va), (kb, vb) in zip(a.dit.state_dict().items(), b.dit.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    assert b.config["files"].keys() == {"autoencoder.safetensors", "dit_ema.safetensors"}
+    assert main(["wm", "export", "--ckpt", str(src), "--out", str(out)]) == 2  # not replaced unasked
+    assert "--overwrite" in capsys.readouterr().err
+    (src / "dit_ema.safetensors").write_bytes(b"damaged")
+    assert main(["wm", "export", "--ckpt", str(src), "--out", str(tmp_path / "other")]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err

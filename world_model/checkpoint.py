@@ -437,6 +437,28 @@ def load_world_model(
     )
 
 
+SHIPPED_FILES = ("autoencoder", "dit_ema")  # what play and eval read of a world model
+
+
+def export_world_model(src: str | Path, dst: str | Path, replace: bool = False) -> Path:
+    """Copy checkpoint `src` to `dst` with only what play and eval read: config.json, the autoencoder and the
+    EMA weights, each checked against `src`'s checksums. The form a model ships in (about half the bytes of
+    a run's checkpoint); it cannot be resumed."""
+    src, dst = _resolve(Path(src)), Path(dst)
+    config = read_config(src, "world_model")
+    check_out(dst, "world_model", replace)
+    tensors = {}
+    for name in SHIPPED_FILES:
+        path = src / f"{name}.safetensors"
+        _check_file(path, config)
+        try:
+            tensors[name] = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path}: unreadable weights ({e})") from e
+    _write_folder(dst, {k: v for k, v in config.items() if k != "files"}, tensors)
+    return dst
+
+
 def load_optimizer_state(folder: str | Path) -> dict:
     folder = _resolve(Path(folder))
     path = folder / "optimizer.pt"

@@ -68,6 +68,13 @@ class BenchArgs:
     seed: int = arg(0, "seed of the start context and actions", ge=0, le=MAX_SEED)
 
 
+@dataclass
+class ExportArgs:
+    ckpt: str = arg(help="world-model checkpoint folder (a run's RUN/ckpt)")
+    out: str = arg(help="folder to write: config.json, autoencoder and EMA weights")
+    overwrite: bool = arg(False, "replace the world model already in --out")
+
+
 def checkpoint_folder(path: str, option: str = "--ckpt") -> str:
     """`path` if it is a checkpoint folder (config.json in it)."""
     p = Path(path)
@@ -257,6 +264,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    a = build(ExportArgs, args)
+    checkpoint_folder(a.ckpt)
+    output_folder(a.out)
+    from world_model.checkpoint import export_world_model
+
+    out = export_world_model(a.ckpt, a.out, replace=a.overwrite)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, engine_factory=None) -> None:
     """`engine_factory()` makes the replay engines `wm eval` judges control against (None: no engine)."""
     wm = sub.add_parser("wm", help="world model: train, evaluate, benchmark").add_subparsers(
@@ -285,6 +304,11 @@ def register(sub: argparse._SubParsersAction, engine_factory=None) -> None:
         help="DiT recipes side by side: each trained the same minutes, one table of the yardstick's figures",
         options=_ablate_options,
     ).set_defaults(func=cmd_ablate, engine_factory=engine_factory)
+    wm.add_parser(
+        "export",
+        help="a checkpoint with only what play and eval read (config, autoencoder, EMA weights)",
+        options=lambda: (ExportArgs,),
+    ).set_defaults(func=cmd_export)
     wm.add_parser(
         "bench",
         help="frames/s and latency of WorldModelEnv.step",

@@ -58,9 +58,8 @@ PIPELINES: dict[str, PipelineConfig] = {
         eval_stability_frames=32,
         eval_probe_steps=30,
     ),
-    # The CPU model: about two hours on 2 cores, most of it PPO and DiT training (the shipped default's DiT
-    # steps; checkpoints/default/MODEL_CARD.md).
-    "cpu": PipelineConfig(wm_preset="cpu", dit_steps=20_000),
+    # The CPU model: about four hours on 2 cores, most of it DiT training (the shipped default's 68k steps).
+    "cpu": PipelineConfig(wm_preset="cpu", dit_steps=68_000),
     # The GPU model: more data and steps; run the collection on a machine with many cores.
     "gpu": PipelineConfig(
         wm_preset="gpu",

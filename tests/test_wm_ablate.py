@@ -36,6 +36,10 @@ def test_overrides_change_the_named_fields_and_nothing_else():
     assert p.dit.hidden == base.dit.hidden and p.train == base.train
     assert base.dit.action_tokens is False  # the registry's preset is untouched
     assert apply_overrides(base, ["diffusion.action_guidance=2"]).diffusion.action_guidance == 2.0
+    picked = get_preset("cpu4x-edm")  # the ablation's pick is the base plus these items
+    items = ["diffusion.prediction=edm", "diffusion.clean_residual=true"]
+    items += ["diffusion.action_drop_prob=0.1", "diffusion.action_guidance=2"]
+    assert apply_overrides(base, items).diffusion == picked.diffusion and picked.dit == base.dit
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def test_an_autoencoder_saved_before_the_gradient_loss_loads_and_reconstructs_th
     from world_model.checkpoint import save_autoencoder
 
     torch.manual_seed(0)
-    ae = Autoencoder(get_preset("cpu8x").ae).eval()  # the previous default's design
+    ae = Autoencoder(get_preset("cpu").ae).eval()  # the previous default's design
     save_autoencoder(tmp_path / "ae", ae, (160, 120), 2, DEFAULT_ACTIONS, {})
     config = json.loads((tmp_path / "ae" / "config.json").read_text())
     del config["ae"]["grad_loss"]  # as written before the field existed
@@ -46,14 +46,6 @@ def test_an_autoencoder_saved_before_the_gradient_loss_loads_and_reconstructs_th
     with torch.no_grad():
         x = to_tensor(pattern_frame())  # (1, 3, 120, 160)
         assert torch.equal(loaded(x), ae(x))
-
-
-def test_the_shipped_autoencoder_is_4x_with_the_gradient_loss():
-    ae, _ = load_autoencoder(DEFAULT)
-    assert ae.cfg.downsample == 4 and ae.cfg.grad_loss == 1.0
-    with torch.no_grad():
-        z = ae.encode(to_tensor(pattern_frame()))
-    assert z.shape == (1, 8, 30, 40)
 
 
 def test_gradient_loss_zero_for_identical_and_for_a_brightness_shift():
@@ -101,12 +93,12 @@ def test_tiny_4x_autoencoder_trains_and_round_trips_shapes(rng):
     assert np.isfinite(summary["heldout_psnr"])
 
 
-def test_presets_cpu8x_is_the_old_autoencoder_and_cpu_is_4x_with_gradient_loss():
-    cpu, cpu4x, cpu8x = (get_preset(p).ae for p in ("cpu", "cpu4x", "cpu8x"))
-    assert cpu8x == AEConfig()  # what the previous default was trained with, apart from step counts
-    assert (cpu8x.downsample, cpu8x.grad_loss) == (8, 0.0)
-    assert cpu.downsample == cpu4x.downsample == 4 and cpu.grad_loss > 0 and cpu4x.grad_loss > 0
-    assert cpu.channels == cpu4x.channels
+def test_presets_cpu_unchanged_and_the_4x_presets_have_the_gradient_loss():
+    cpu, cpu4x, edm = (get_preset(p).ae for p in ("cpu", "cpu4x", "cpu4x-edm"))
+    assert cpu == AEConfig()  # what the shipped default was trained with, apart from step counts
+    assert (cpu.downsample, cpu.grad_loss) == (8, 0.0)
+    assert cpu4x.downsample == edm.downsample == 4 and cpu4x.grad_loss > 0 and edm.grad_loss > 0
+    assert edm.channels == cpu4x.channels and edm.steps > cpu4x.steps
 
 
 def test_reconstruction_scores_of_a_perfect_and_a_flat_reconstruction():

@@ -177,7 +177,7 @@ def test_a_config_that_does_not_fit_its_weights_names_the_tensor_and_the_field(t
     config = json.loads((folder / "config.json").read_text())
     config["dit"]["hidden"] = 96
     (folder / "config.json").write_text(json.dumps(config))
-    fits = r"x_embedder\.weight is \(128, 640\) in the file but \(96, 640\)"
+    fits = r"x_embedder\.weight is \(128, 160\) in the file but \(96, 160\)"
     with pytest.raises(CheckpointError, match=fits):
         load_world_model(folder)
     config["dit"]["hidden"] = "wide"

@@ -99,14 +99,14 @@ NEWER_FIELDS = {
 
 
 def write_old_checkpoint(path: Path) -> Path:
-    """A checkpoint as saved before the newer fields existed: the cpu8x networks (the previous default's),
+    """A checkpoint as saved before the newer fields existed: the cpu networks (the shipped default's),
     randomly initialised and then perturbed so that every block and the output are not zero."""
     from data.actions import DEFAULT_ACTIONS
     from world_model.autoencoder import Autoencoder
     from world_model.checkpoint import dit_config_for
 
     torch.manual_seed(0)
-    p = get_preset("cpu8x")
+    p = get_preset("cpu")
     ae = Autoencoder(p.ae)
     dit = DiT(dit_config_for(p.dit, ae, (160, 120), DEFAULT_ACTIONS))
     with torch.no_grad():
@@ -135,12 +135,11 @@ def test_an_old_checkpoint_loads_with_the_settings_it_was_trained_with(default_c
     assert default_ck.ae.cfg.grad_loss == 0.0
 
 
-def test_the_shipped_default_is_the_cpu_recipe():
+def test_the_shipped_default_loads_as_the_v_prediction_it_was_trained_with():
     ck = load_world_model(DEFAULT, "cpu")
-    cpu = get_preset("cpu")
-    assert ck.diffusion == cpu.diffusion
-    assert (ck.dit_cfg.patch_size, ck.dit_cfg.hidden, ck.dit_cfg.depth) == (4, 128, 4)
-    assert ck.dit_cfg.latent_size == (30, 40) and ck.ae.cfg.channels == cpu.ae.channels
+    assert "prediction" not in ck.config["diffusion"]  # saved before the setting existed
+    assert ck.diffusion.prediction == "v" and not ck.diffusion.clean_residual
+    assert ck.diffusion == get_preset("cpu").diffusion
 
 
 @pytest.mark.parametrize("steps", [1, 2, 4])
@@ -396,3 +395,20 @@ def test_each_parameterisation_learns_a_handful_of_transitions(prediction):
     z = process.sample(model, context, actions, 8, generator=torch.Generator().manual_seed(5))
     rmse = (z - target).pow(2).mean().sqrt().item()
     assert rmse < 0.1, rmse
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_latent_clip_bounds_every_sample_and_is_off_by_default(prediction):
+    target, context, actions = _latents(seed=6)
+    far = 40.0 * target  # a target far outside the latents' range
+
+    def model_for(cfg):
+        return perfect_model(cfg, lambda ctx: far)
+
+    off = DiffusionConfig(prediction=prediction, residual=False)
+    assert off.latent_clip == 0.0
+    got = Diffusion(off, 10).sample(model_for(off), context, actions, 2, generator=torch.Generator())
+    torch.testing.assert_close(got, far, atol=1e-3, rtol=1e-3)
+    on = DiffusionConfig(prediction=prediction, residual=False, latent_clip=5.0)
+    got = Diffusion(on, 10).sample(model_for(on), context, actions, 2, generator=torch.Generator())
+    torch.testing.assert_close(got, far.clamp(-5, 5), atol=1e-3, rtol=1e-3)

@@ -39,7 +39,7 @@ class AblateArgs:
         metavar="VARIANT",
     )
     minutes: float = arg(5.0, "training minutes of each variant", gt=0)
-    preset: str = arg("cpu", "the recipe the variants change", choices=sorted(PRESETS))
+    preset: str = arg("cpu4x", "the recipe the variants change", choices=sorted(PRESETS))
     cooldown: float = arg(0.2, "final fraction of each run over which the lr decays to 0", ge=0, le=1)
     probe_data: str | None = arg(None, "dataset that trains the place probe (default: --data)")
     stability_frames: int = arg(2000, "frames of each variant's long dream run beside the engine", ge=0)

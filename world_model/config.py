@@ -79,6 +79,9 @@ class DiffusionConfig:
     clean_residual: bool = False
     sample_context_bucket: int = 1  # bucket of the small noise level applied to the context when sampling
     context_drop_prob: float = 0.1  # context replaced by zeros with this probability (for CFG)
+    # Each sampled latent is clamped to [-latent_clip, latent_clip] (the latents are scaled to unit variance;
+    # real ones stay within about +-8): a rollout cannot drift into values the decoder never saw. 0: off.
+    latent_clip: float = 0.0
     guidance: float = 1.0  # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)
     # CFG on the action: in training the actions are dropped (the model is told "no action") with this
     # probability; at sampling the prediction is pushed away from the no-action one by `action_guidance`.
@@ -136,32 +139,33 @@ PRESETS: dict[str, Preset] = {
             steps=20, batch_size=8, lr=1e-3, warmup=0, ema_decay=0.9, ckpt_every=10, log_every=5
         ),
     ),
-    # The shipped default's recipe (checkpoints/default/MODEL_CARD.md), picked by docs/dit_ablation.md:
-    # a 4x-down autoencoder with the gradient loss (8x30x40 latent for 160x120; its reconstruction keeps
-    # the scene's edges, docs/autoencoder_ablation.md), and a DiT with patch 4 (80 tokens a frame)
-    # trained with EDM preconditioning, the change taken from the clean last latent, and classifier-free
-    # guidance on the action. Plays several times faster than real time on 2 CPU cores.
+    # Trains in about an hour and plays in real time on 2 CPU cores (measured with `dreamdoom wm bench`); the
+    # shipped default's recipe: 8x-down autoencoder (8x15x20 latent), DiT patch 2, residual v-prediction.
     "cpu": Preset(
-        ae=AEConfig(channels=(16, 32, 64), grad_loss=1.0, steps=16000, decoder_steps=4000),
-        dit=DiTConfig(context_len=4, patch_size=4, hidden=128, depth=4, heads=4),
-        diffusion=DiffusionConfig(
-            prediction="edm", clean_residual=True, action_drop_prob=0.1, action_guidance=2.0
-        ),
+        ae=AEConfig(),
+        dit=DiTConfig(context_len=4, patch_size=2, hidden=128, depth=4, heads=4),
+        diffusion=DiffusionConfig(),
         train=TrainConfig(lr=8e-4, ema_decay=0.998),
     ),
-    # The DiT ablation's starting point (docs/dit_ablation.md): the cpu preset's networks with the
-    # v-prediction recipe of the models before it.
+    # The cpu preset's DiT size on a 4x-down autoencoder with the gradient loss (8x30x40 latent for 160x120;
+    # its reconstruction keeps the scene's edges, docs/autoencoder_ablation.md), patch 4 (80 tokens a frame
+    # after padding, as cpu's); v-prediction. The DiT ablation's starting point (docs/dit_ablation.md).
     "cpu4x": Preset(
         ae=AEConfig(channels=(16, 32, 64), grad_loss=1.0),
         dit=DiTConfig(context_len=4, patch_size=4, hidden=128, depth=4, heads=4),
         diffusion=DiffusionConfig(),
         train=TrainConfig(lr=8e-4, ema_decay=0.998),
     ),
-    # The previous default's recipe: 8x-down autoencoder (8x15x20 latent), DiT patch 2, residual v-prediction.
-    "cpu8x": Preset(
-        ae=AEConfig(),
-        dit=DiTConfig(context_len=4, patch_size=2, hidden=128, depth=4, heads=4),
-        diffusion=DiffusionConfig(),
+    # The recipe the DiT ablation picked (docs/dit_ablation.md): cpu4x's networks, the autoencoder trained
+    # 16,000 + 4,000 steps, EDM preconditioning, the change taken from the clean last latent, and
+    # classifier-free guidance on the action. Sharper than cpu for a second of play, then its rollouts
+    # break up into tiles, so it is not the shipped default.
+    "cpu4x-edm": Preset(
+        ae=AEConfig(channels=(16, 32, 64), grad_loss=1.0, steps=16000, decoder_steps=4000),
+        dit=DiTConfig(context_len=4, patch_size=4, hidden=128, depth=4, heads=4),
+        diffusion=DiffusionConfig(
+            prediction="edm", clean_residual=True, action_drop_prob=0.1, action_guidance=2.0
+        ),
         train=TrainConfig(lr=8e-4, ema_decay=0.998),
     ),
     # 160x120 at >= 35 frames/s with 4 steps on one datacenter GPU: 300 tokens of width 512, 12 blocks.

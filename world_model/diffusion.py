@@ -252,7 +252,7 @@ class Diffusion:
                 c_in, c_skip, c_out, c_noise = self.edm_scalings(sigma)
                 denoised = c_skip * x + c_out * predict(c_in * x, c_noise)
                 x = x + (sigma_next - sigma) * (x - denoised) / sigma  # Euler on dx/dsigma = (x - D) / sigma
-            return x + base
+            return self._clip(x + base)
         ts = torch.linspace(self.t_max, 0.0, steps + 1, device=dev)
         for i in range(steps):
             t, t_next = ts[i], ts[i + 1]
@@ -260,4 +260,8 @@ class Diffusion:
             x0, eps = self._x0_eps(predict(x, t), x, a, s)
             a_next, s_next = alpha_sigma(t_next)
             x = a_next * x0 + s_next * eps
-        return x + base
+        return self._clip(x + base)
+
+    def _clip(self, latent: torch.Tensor) -> torch.Tensor:
+        c = self.cfg.latent_clip
+        return latent.clamp(-c, c) if c > 0 else latent

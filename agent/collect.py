@@ -246,6 +246,18 @@ def check_out(out: Path) -> None:
         raise CollectError(f"{out}: not writable", CollectStats())
 
 
+def _drain(queues: list) -> list[tuple]:
+    """Every message the workers' queues hold now, queue by queue."""
+    out = []
+    for q in queues:
+        while True:
+            try:
+                out.append(q.get_nowait())
+            except queue_lib.Empty:
+                break
+    return out
+
+
 def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
     """Run the workers, show progress, and return what was written."""
     # Fail fast, in this process, on a bad scenario or policy spec (a worker error is harder to read).
@@ -260,11 +272,13 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
     name = new_shard_name(f"{policy_tag(cfg.policy)}-s{cfg.seed}")
     shards = [str(out / f"{name}-w{w:02d}") for w in range(workers)]
     ctx = mp.get_context("spawn")  # VizDoom and torch are safer in fresh processes than forked ones
-    messages = ctx.Queue()
+    # One queue per worker: a worker killed while it holds its queue's lock (kill -9, the OOM killer) can
+    # only jam its own queue, never the others' (a shared queue would leave the survivors unable to exit).
+    queues = [ctx.Queue() for _ in range(workers)]
     procs = [
         ctx.Process(
             target=_worker,
-            args=(w, list(range(w, cfg.episodes, workers)), cfg, shards[w], messages, os.getpid()),
+            args=(w, list(range(w, cfg.episodes, workers)), cfg, shards[w], queues[w], os.getpid()),
             daemon=True,
         )
         for w in range(workers)
@@ -284,31 +298,34 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
     try:
         finished = ready = 0
         while finished < workers and not errors:
-            try:
-                msg = messages.get(timeout=0.5)
-            except queue_lib.Empty:
-                if not any(p.is_alive() for p in procs):
+            batch = _drain(queues)
+            if not batch:
+                if any(p.is_alive() for p in procs):
+                    time.sleep(0.05)
+                    continue
+                batch = _drain(queues)  # what the last workers sent before they exited
+                if not batch:
                     break
-                continue
-            if msg[0] == "ready":
-                ready += 1
-                if ready == workers:  # time the play, not process start-up
-                    start = time.perf_counter()
-            elif msg[0] == "steps":
-                steps += msg[1]
-                bar.set_postfix(
-                    frames=steps, fps=f"{steps / (time.perf_counter() - start):.0f}", refresh=False
-                )
-            elif msg[0] == "episode":
-                stats.episodes += 1
-                stats.frames += msg[1]
-                stats.bytes += msg[2]
-                bar.update(1)
-            elif msg[0] == "cpu":
-                stats.cpu_seconds += msg[1]
-                finished += 1
-            elif msg[0] == "error":
-                errors.append(f"worker {msg[1]} failed:\n{msg[2]}")
+            for msg in batch:
+                if msg[0] == "ready":
+                    ready += 1
+                    if ready == workers:  # time the play, not process start-up
+                        start = time.perf_counter()
+                elif msg[0] == "steps":
+                    steps += msg[1]
+                    bar.set_postfix(
+                        frames=steps, fps=f"{steps / (time.perf_counter() - start):.0f}", refresh=False
+                    )
+                elif msg[0] == "episode":
+                    stats.episodes += 1
+                    stats.frames += msg[1]
+                    stats.bytes += msg[2]
+                    bar.update(1)
+                elif msg[0] == "cpu":
+                    stats.cpu_seconds += msg[1]
+                    finished += 1
+                elif msg[0] == "error":
+                    errors.append(f"worker {msg[1]} failed:\n{msg[2]}")
         if finished < workers and not errors:  # killed from outside (OOM, kill -9): say so, do not exit 0
             codes = {w: p.exitcode for w, p in enumerate(procs) if p.exitcode}
             errors.append(

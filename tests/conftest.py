@@ -28,3 +28,28 @@ def make_episode(
         variables=rng.normal(size=(steps, len(VARIABLES))).astype(np.float32),
         meta=meta or {"policy": "test"},
     )
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """Three short random-policy episodes of VizDoom's `basic` scenario, recorded by `collect` (so the engine
+    can replay them). Shared by the world-model tests: copy it before changing it."""
+    from agent.collect import CollectConfig, collect
+
+    out = tmp_path_factory.mktemp("wm_data") / "data"
+    collect(
+        CollectConfig(out=str(out), scenario="basic", policy="random", episodes=3, workers=1, max_steps=40),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def ae(dataset, tmp_path_factory):
+    """A tiny autoencoder trained a few steps on `dataset` by `dreamdoom wm train-ae`."""
+    from play.cli import main
+
+    out = tmp_path_factory.mktemp("wm_ae") / "ae"
+    argv = ["wm", "train-ae", "--data", str(dataset), "--preset", "tiny", "--out", str(out)]
+    assert main([*argv, "--steps", "3", "--decoder-steps", "2", "--every", "4"]) == 0
+    return out

@@ -12,7 +12,6 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from agent.collect import CollectConfig, collect
 from data.actions import DEFAULT_ACTIONS
 from data.dataset import Dataset
 from play.cli import main
@@ -20,43 +19,6 @@ from world_model.checkpoint import CheckpointError, load_world_model, make_untra
 from world_model.env import WorldModelEnv
 from world_model.latents import LatentCache, LatentCacheError
 from world_model.train import TrainArgs, train
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wm_data") / "data"
-    collect(
-        CollectConfig(out=str(out), scenario="basic", policy="random", episodes=3, workers=1, max_steps=40),
-        progress=False,
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def ae(dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("wm_ae") / "ae"
-    assert (
-        main(
-            [
-                "wm",
-                "train-ae",
-                "--data",
-                str(dataset),
-                "--preset",
-                "tiny",
-                "--out",
-                str(out),
-                "--steps",
-                "3",
-                "--decoder-steps",
-                "2",
-                "--every",
-                "4",
-            ]
-        )
-        == 0
-    )
-    return out
 
 
 def tiny_args(dataset, ae, out, **kw) -> TrainArgs:

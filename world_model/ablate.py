@@ -194,6 +194,13 @@ def load_sheet_frames(path: Path) -> dict:
         return {h: (z[f"real_{h}"], z[f"dream_{h}"], float(z[f"score_{h}"])) for h in hs}
 
 
+def write_results(out: Path, rows: list[dict], frames: dict[str, dict], a: AblateArgs) -> None:
+    """table.json, table.md and sheet.png of the variants so far."""
+    (out / "table.json").write_text(json.dumps(rows, indent=2))
+    (out / "table.md").write_text(format_table(rows, a.minutes, a.preset))
+    write_sheet(frames, out / "sheet.png")
+
+
 def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
     from world_model.bench import bench
     from world_model.evaluate import EvalArgs, evaluate
@@ -268,11 +275,8 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
         row = row_of(name, overrides, report, trained, speed)
         rows.append(row)
         done.write_text(json.dumps({"recipe": list(overrides), "minutes": a.minutes, "row": row}, indent=2))
-        (out / "table.json").write_text(json.dumps(rows, indent=2))
-        (out / "table.md").write_text(format_table(rows, a.minutes, a.preset))
-        write_sheet(frames, out / "sheet.png")
-    (out / "table.json").write_text(json.dumps(rows, indent=2))
-    (out / "table.md").write_text(format_table(rows, a.minutes, a.preset))
+        write_results(out, rows, frames, a)  # after every variant: an interrupted run keeps what it finished
+    write_results(out, rows, frames, a)  # also when every variant was finished before
     print(f"\n{len(variants)} variants in {time.time() - t_all:.0f} s; {out / 'table.md'}\n")
     print(format_table(rows, a.minutes, a.preset))
     return rows

@@ -6,7 +6,8 @@ from world_model.motion import view_shift
 
 
 def record(tmp_path_factory, scenario: str, policy: str, seed: int, steps: int = 150):
-    """Real play of `scenario`, recorded by `collect`: (frames (T, H, W, 3), angle changes (T - 1,) degrees)."""
+    """Real play recorded by `collect`: frames before and after each step (T, H, W, 3) and the angle
+    change of each step (T,) in degrees."""
     from agent.collect import CollectConfig, collect
     from data.dataset import Dataset
 

@@ -93,8 +93,8 @@ def _default_batch(ck, b=3, seed=0):
 # the values those checkpoints were trained with.
 NEWER_FIELDS = {
     "ae": ["grad_loss"],
-    "dit": ["action_tokens"],
-    "diffusion": ["prediction", "clean_residual", "action_drop_prob", "action_guidance"],
+    "dit": ["action_tokens", "action_input"],
+    "diffusion": ["prediction", "clean_residual", "action_drop_prob", "action_guidance", "ego_warp"],
 }
 
 
@@ -132,6 +132,7 @@ def test_an_old_checkpoint_loads_with_the_settings_it_was_trained_with(default_c
     assert default_ck.diffusion.prediction == "v" and not default_ck.diffusion.clean_residual
     assert default_ck.diffusion.action_guidance == 1.0 and default_ck.diffusion.action_drop_prob == 0.0
     assert not default_ck.dit_cfg.action_tokens and default_ck.process.dropped_bucket == 10
+    assert not default_ck.dit_cfg.action_input and not default_ck.diffusion.ego_warp
     assert default_ck.ae.cfg.grad_loss == 0.0
 
 

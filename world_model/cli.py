@@ -264,6 +264,23 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curve_options() -> tuple[type, ...]:
+    from world_model.curve import CurveArgs
+
+    return (CurveArgs, Threads)
+
+
+def cmd_curve(args: argparse.Namespace) -> int:
+    from world_model.curve import CurveArgs, main_curve
+
+    a = build(CurveArgs, args)
+    dataset_folder(a.heldout, "--heldout")
+    output_folder(a.out)
+    _setup(args, a.device)
+    main_curve(a)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     a = build(ExportArgs, args)
     checkpoint_folder(a.ckpt)
@@ -304,6 +321,11 @@ def register(sub: argparse._SubParsersAction, engine_factory=None) -> None:
         help="DiT recipes side by side: each trained the same minutes, one table of the yardstick's figures",
         options=_ablate_options,
     ).set_defaults(func=cmd_ablate, engine_factory=engine_factory)
+    wm.add_parser(
+        "curve",
+        help="learning curves from runs' snapshots (wm train --keep-every): structure and turn response",
+        options=_curve_options,
+    ).set_defaults(func=cmd_curve)
     wm.add_parser(
         "export",
         help="a checkpoint with only what play and eval read (config, autoencoder, EMA weights)",

@@ -55,6 +55,11 @@ class DiTConfig:
     # (one per window position) that every image token can read. Checkpoints saved before the setting
     # existed load as False.
     action_tokens: bool = False
+    # True also adds an embedding of the window's actions to every image token at the input, where the
+    # patches enter (as a constant plane per action concatenated to every patch would): each token then
+    # reads the action through its own content, not only through a gain and shift shared by all. Checkpoints
+    # saved before the setting existed load as False.
+    action_input: bool = False
 
 
 PREDICTIONS = ("v", "x0", "eps", "edm")  # what the DiT outputs; see world_model/diffusion.py
@@ -82,6 +87,10 @@ class DiffusionConfig:
     # Each sampled latent is clamped to [-latent_clip, latent_clip] (the latents are scaled to unit variance;
     # real ones stay within about +-8): a rollout cannot drift into values the decoder never saw. 0: off.
     latent_clip: float = 0.0
+    # The ego-motion prior (world_model/egomotion.py): the change is taken from the last latent turned by the
+    # current action's turn, a column remap of the view, instead of from the last latent as it is. Predicting
+    # zero then follows the player's turn exactly. Checkpoints saved before the setting existed load as False.
+    ego_warp: bool = False
     guidance: float = 1.0  # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)
     # CFG on the action: in training the actions are dropped (the model is told "no action") with this
     # probability; at sampling the prediction is pushed away from the no-action one by `action_guidance`.

@@ -14,7 +14,8 @@ Sampling is deterministic DDIM (Song et al. 2021) from t = 1 (or EPS_T_MAX) to 0
        Karras sigmas at sampling (DIAMOND: stable at 1 to 3 steps).
 
 Around every parameterisation: the target is optionally the change from the last context latent
-(`residual`), the context is noised at a random bucket level in training (GameNGen sec. 3.2.1), and
+(`residual`; with `ego_warp`, from that latent turned by the player's turn, world_model/egomotion.py),
+the context is noised at a random bucket level in training (GameNGen sec. 3.2.1), and
 classifier-free guidance drops the past frames (actions kept), telling the model the `dropped_bucket`.
 """
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from world_model.config import DiffusionConfig
+from world_model.egomotion import TurnWarp
 
 # eps-prediction's x_0 estimate divides by alpha: starting at alpha(0.97) = 0.047 bounds the error's
 # amplification to about 21x at the first sampling step.
@@ -43,10 +45,13 @@ class Diffusion:
     `buckets` is the model's number of context-noise levels (DiTConfig.noise_buckets); the model's
     noise embedding has one more entry, `dropped_bucket`, for a dropped context."""
 
-    def __init__(self, cfg: DiffusionConfig, buckets: int):
+    def __init__(self, cfg: DiffusionConfig, buckets: int, warp: TurnWarp | None = None):
         if buckets < 1:
             raise ValueError(f"buckets must be >= 1, got {buckets}")
+        if cfg.ego_warp and warp is None:
+            raise ValueError("diffusion.ego_warp needs the world's turn warp (TurnWarp.for_world)")
         self.cfg, self.buckets = cfg, buckets
+        self.warp = warp if cfg.ego_warp else None
         # Noise level of each bucket: evenly spaced in [0, context_noise_max], bucket 0 = clean.
         self.levels = torch.linspace(0.0, cfg.context_noise_max, buckets)  # (buckets,)
         self.prediction = cfg.prediction
@@ -84,6 +89,17 @@ class Diffusion:
             return context
         lv = self.levels[self.sample_bucket].item()
         return context * math.sqrt(1 - lv**2) + lv * context_eps.to(context.device)
+
+    def residual_base(
+        self, clean_last: torch.Tensor, shown_last: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor | float:
+        """What the target is the change from (B, C, h, w), one rule for the loss and the sampler: nothing
+        (0) without `residual`; else the last latent as the model is shown it (noised) or, with
+        clean_residual, the clean one; with ego_warp, that latent turned by the current action's turn."""
+        if not self.cfg.residual:
+            return 0.0
+        last = clean_last if self.cfg.clean_residual else shown_last
+        return self.warp(last, actions) if self.warp is not None else last
 
     # --- the parameterisation -------------------------------------------------------------------------
 
@@ -151,10 +167,9 @@ class Diffusion:
             context = self.noise_context(context, bucket, generator)
         else:
             bucket = torch.zeros(b, dtype=torch.long, device=dev)
-        if self.cfg.residual:
-            # Relative to the last latent as the model sees it (noised: it learns to undo that noise too), or,
-            # with clean_residual, to the clean one, so that predicting zero copies the last frame exactly.
-            target = target - (clean_last if self.cfg.clean_residual else context[:, -1])
+        # Relative to the last latent as the model sees it (noised: it learns to undo that noise too), or,
+        # with clean_residual, to the clean one, so that predicting zero copies the last frame exactly.
+        target = target - self.residual_base(clean_last, context[:, -1], actions)
         if self.prediction == "edm":
             u = torch.randn(b, generator=generator, device=gdev).to(dev)  # (B,) log-normal sigma
         else:
@@ -209,8 +224,7 @@ class Diffusion:
             context_eps = torch.randn(context.shape, generator=generator, device=gdev)
         clean_last = context[:, -1]
         context = self.sampling_context(context, context_eps)
-        # (B, C, h, w) as in training: the last latent as the model saw it (noised), or the clean one
-        base = (clean_last if self.cfg.clean_residual else context[:, -1]) if self.cfg.residual else 0.0
+        base = self.residual_base(clean_last, context[:, -1], actions)  # (B, C, h, w) as in training
         bucket = torch.full((b,), self.sample_bucket, dtype=torch.long, device=dev)
         # The batch's branches, each of b rows: conditional, then past frames dropped, then no action.
         weights = [w for w in (guidance, action_guidance) if w != 1.0]

@@ -17,6 +17,9 @@ from world_model.config import DiTConfig
 
 TIMESTEP_SCALE = 1000.0  # continuous t in [0, 1] is embedded as t * 1000, like DiT's integer timesteps
 FREQ_DIM = 256  # sinusoidal features before the timestep MLP (DiT's frequency_embedding_size)
+# Init std of each input action embedding: the sum over the window's fields and positions is then about as
+# large as a token's patch embedding (unit-variance latents through a Xavier linear), not 50x smaller.
+ACTION_INPUT_STD = 0.2
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -143,6 +146,8 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(cfg.hidden)
         self.noise_embedder = nn.Embedding(cfg.noise_buckets + 1, cfg.hidden)  # last bucket: context dropped
         self.action_embedder = ActionEmbedder(cfg.action_sizes, k + 1, cfg.hidden)
+        if cfg.action_input:  # the actions added to every image token where the patches enter
+            self.action_input = ActionEmbedder(cfg.action_sizes, k + 1, cfg.hidden)
         if cfg.action_tokens:  # the action tokens' own projection and place in the sequence
             self.action_proj = nn.Linear(cfg.hidden, cfg.hidden)
             self.action_pos = nn.Parameter(torch.zeros(1, k + 1, cfg.hidden))
@@ -169,6 +174,9 @@ class DiT(nn.Module):
             nn.init.normal_(table.weight, std=0.02)
         if self.cfg.action_tokens:
             nn.init.normal_(self.action_pos, std=0.02)
+        if self.cfg.action_input:  # at the patch embedding's scale, so the action counts from the start
+            for table in self.action_input.tables:
+                nn.init.normal_(table.weight, std=ACTION_INPUT_STD)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
@@ -209,6 +217,8 @@ class DiT(nn.Module):
         b, k, c, h, w = context.shape
         x = torch.cat([x_t, context.reshape(b, k * c, h, w)], dim=1)  # (B, (K+1)C, h, w)
         x = self.x_embedder(self.patchify(x)) + self.pos_embed  # (B, N, D)
+        if self.cfg.action_input:
+            x = x + self.action_input(actions).unsqueeze(1)  # (B, N, D): one action vector on every token
         cond = (
             self.t_embedder(t) + self.noise_embedder(noise_bucket) + self.action_embedder(actions)
         )  # (B, D)

@@ -28,6 +28,7 @@ from world_model.checkpoint import (
     check_data_fits,
     check_out,
     dit_config_for,
+    export_world_model,
     load_autoencoder,
     load_optimizer_state,
     load_world_model,
@@ -37,6 +38,7 @@ from world_model.checkpoint import (
 from world_model.config import PREDICTIONS, PRESETS, apply_overrides, get_preset, to_dict
 from world_model.diffusion import Diffusion
 from world_model.dit import DiT
+from world_model.egomotion import TurnWarp
 from world_model.latents import (
     LatentCache,
     LatentCacheError,
@@ -84,10 +86,21 @@ class TrainArgs:
         nargs="+",
         metavar="SECTION.FIELD=VALUE",
     )
+    keep_every: int | None = arg(
+        None,
+        "also keep the model every this many steps in OUT/snapshots/step-NNNNNNN (exported: config, "
+        "autoencoder, EMA weights), for a learning curve drawn afterwards",
+        ge=1,
+    )
     cache: str | None = arg(None, "latent cache file (default: OUT/latents.safetensors, encoded if missing)")
     compile: bool = arg(False, "torch.compile the DiT")
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
     seed: int = arg(0, "seed of initialisation and batches", ge=0, le=MAX_SEED)
+
+
+def snapshot_dir(out: Path, step: int) -> Path:
+    """Where `--keep-every` keeps the model of a step."""
+    return out / "snapshots" / f"step-{step:07d}"
 
 
 def _dist_setup(device: str | None) -> tuple[int, int, torch.device]:
@@ -192,7 +205,10 @@ def train(args: TrainArgs) -> dict:
             f"{(dit_cfg.latent_channels, *dit_cfg.latent_size)}; delete the cache to re-encode"
         )
     dit, ema = dit.to(device).train(), ema.to(device).eval().requires_grad_(False)
-    process = Diffusion(diffusion, dit_cfg.noise_buckets)
+    warp = TurnWarp.for_world(
+        ds.action_spec, ds.manifest.frame_skip, ds.manifest.resolution, dit_cfg.latent_size
+    )
+    process = Diffusion(diffusion, dit_cfg.noise_buckets, warp if diffusion.ego_warp else None)
     if main:
         print(f"DiT config: {to_dict(dit_cfg)}\ndiffusion: {to_dict(diffusion)}\ntrain: {to_dict(tcfg)}")
         print(
@@ -321,8 +337,11 @@ def train(args: TrainArgs) -> dict:
             writer.add_scalar("charts/samples_per_s", rate, step)
             bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.0f}", refresh=False)
             loss_sum, loss_n, t_log = torch.zeros((), device=device), 0, time.time()
-        if step % tcfg.ckpt_every == 0:
+        keep = args.keep_every is not None and step % args.keep_every == 0
+        if step % tcfg.ckpt_every == 0 or keep:
             save()
+        if keep and main:
+            export_world_model(ckpt_dir, snapshot_dir(out, step), replace=True)
     bar.close()
     save()
     seconds = time.time() - t0

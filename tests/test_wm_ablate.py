@@ -59,10 +59,15 @@ def test_ablate_writes_one_row_per_variant_and_skips_finished_ones(dataset, ae, 
         "wm", "ablate", "--data", str(dataset), "--ae", str(ae), "--heldout", str(dataset),
         "--out", str(out), "--preset", "tiny", "--minutes", "0.02",
         "--transitions", "4", "--rollouts", "1", "--horizon", "6", "--control-cases", "1",
-        "--stability-frames", "8", "--probe-steps", "3",
+        "--stability-frames", "8", "--probe-steps", "3", "--curve-every", "2", "--curve-starts", "2",
         "--variant", "base", "tokens:dit.action_tokens=true,diffusion.prediction=x0",
     ]  # fmt: skip
     assert main(argv) == 0
+    curve = json.loads((out / "curve.json").read_text())["runs"]
+    assert list(curve) == ["base", "tokens"] and (out / "curve.png").exists()
+    for name, points in curve.items():  # a point for each snapshot the run kept, every 2 steps
+        steps = load_world_model(out / name / "ckpt").step
+        assert [p["step"] for p in points] == list(range(2, steps + 1, 2))
     rows = json.loads((out / "table.json").read_text())
     assert [r["variant"] for r in rows] == ["base", "tokens"]
     assert rows[1]["recipe"] == ["dit.action_tokens=true", "diffusion.prediction=x0"]

@@ -4,7 +4,9 @@ Every variant trains the same minutes on the same latent cache (encoded once by 
 from the same seed, then is evaluated on the same held-out episodes with the same probe and the same
 engine cases. One table (table.md, table.json) and one picture (sheet.png: real | each variant's dream at
 horizons 1, 4, 16, 64 of the same rollout) come out, rewritten after each variant so that an interrupted
-run keeps what it finished; run again, it skips the variants whose evaluation is already written.
+run keeps what it finished; run again, it skips the variants whose evaluation is already written. With
+--curve-every, each variant keeps its model every so many steps, and the learning curves of all of them
+(world_model/curve.py: one-step structure and turn response against samples) are drawn at the end.
 
 A variant is NAME or NAME:SECTION.FIELD=VALUE,SECTION.FIELD=VALUE, the items being `wm train --set`'s.
 """
@@ -48,6 +50,13 @@ class AblateArgs:
     rollouts: int = arg(8, "autoregressive rollouts of each evaluation", ge=1)
     horizon: int = arg(96, "rollout length in frames", ge=1)
     probe_steps: int | None = arg(None, "training steps of the place probe (default: its own)", ge=1)
+    curve_every: int | None = arg(
+        None,
+        "keep each variant's model every this many steps and draw the learning curves of all of them "
+        "(curve.md, curve.json, curve.png: wm curve's one-step structure and turn response)",
+        ge=1,
+    )
+    curve_starts: int = arg(64, "real held-out starts each point of the curves is judged from", ge=1)
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
     seed: int = arg(0, "seed of initialisation, batches and sampling", ge=0, le=MAX_SEED)
 
@@ -235,6 +244,7 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
                 cooldown=a.cooldown,
                 set=overrides,
                 cache=str(cache),
+                keep_every=a.curve_every,
                 device=a.device,
                 seed=a.seed,
             )
@@ -277,6 +287,11 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
         done.write_text(json.dumps({"recipe": list(overrides), "minutes": a.minutes, "row": row}, indent=2))
         write_results(out, rows, frames, a)  # after every variant: an interrupted run keeps what it finished
     write_results(out, rows, frames, a)  # also when every variant was finished before
+    if a.curve_every:
+        from world_model.curve import run_curve, write_curve
+
+        runs = {name: out / name for name, _ in variants}
+        write_curve(run_curve(runs, a.heldout, a.curve_starts, a.seed, a.device), out)
     print(f"\n{len(variants)} variants in {time.time() - t_all:.0f} s; {out / 'table.md'}\n")
     print(format_table(rows, a.minutes, a.preset))
     return rows

@@ -70,19 +70,18 @@ def _num(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
-def bound_error(value: float, ge=None, gt=None, le=None) -> str | None:
-    """Why `value` is outside the bounds, or None."""
+def bound_error(value: float, ge=None, gt=None, le=None, got: bool = True) -> str | None:
+    """Why `value` is outside the bounds, or None; `got` ends the reason with the value."""
+    tail = f", got {_num(value)}" if got else ""
     if isinstance(value, float) and not math.isfinite(value):
-        return f"must be a finite number, got {value}"
+        return f"must be a finite number{tail}"
     low = f"at least {_num(ge)}" if ge is not None else f"more than {_num(gt)}" if gt is not None else None
     too_low = (ge is not None and value < ge) or (gt is not None and value <= gt)
     too_high = le is not None and value > le
     if too_low or too_high:
         if low and le is not None:
-            return f"must be {low} and at most {_num(le)}, got {_num(value)}"
-        return (
-            f"must be {low}, got {_num(value)}" if low else f"must be at most {_num(le)}, got {_num(value)}"
-        )
+            return f"must be {low} and at most {_num(le)}{tail}"
+        return f"must be {low}{tail}" if low else f"must be at most {_num(le)}{tail}"
     return None
 
 

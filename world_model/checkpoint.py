@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,9 +37,12 @@ from data.durable import fsync_dir, write_atomic
 from world_model.autoencoder import Autoencoder
 from world_model.config import (
     AEConfig,
+    ConfigError,
     DiffusionConfig,
     DiTConfig,
+    Preset,
     TrainConfig,
+    apply_overrides,
     from_dict,
     get_preset,
     to_dict,
@@ -410,12 +413,15 @@ def load_world_model(
         dit_cfg = from_dict(DiTConfig, config["dit"], where)
         diffusion = from_dict(DiffusionConfig, config["diffusion"], where)
         train = from_dict(TrainConfig, config["train"], where)
+        Preset(from_dict(AEConfig, config["ae"], where), dit_cfg, diffusion, train)  # the rules between them
         resolution = (int(config["resolution"][0]), int(config["resolution"][1]))
         frame_skip = int(config["frame_skip"])
     except (KeyError, TypeError, IndexError) as e:
         raise CheckpointError(f"{where}: malformed world-model config, missing or bad {e}") from e
     except ActionContractError as e:
         raise CheckpointError(str(e)) from e
+    except ConfigError as e:
+        raise e.at(where) from None
     if tuple(dit_cfg.action_sizes) != tuple(spec.sizes):
         raise CheckpointError(
             f"{where}: DiT action sizes {dit_cfg.action_sizes} disagree with its contract {spec.sizes}"
@@ -489,21 +495,46 @@ def check_data_fits(
 
 
 def dit_config_for(
-    preset_dit: DiTConfig, ae: Autoencoder, resolution: tuple[int, int], action_spec: ActionSpec
+    preset_dit: DiTConfig, ae: Autoencoder | AEConfig, resolution: tuple[int, int], action_spec: ActionSpec
 ) -> DiTConfig:
-    """The DiT config of a preset, fitted to the autoencoder's latent grid and the action contract."""
+    """The DiT config of a preset, fitted to the autoencoder's latent grid and the action contract (its
+    rules, such as the patch fitting the grid, checked on that grid)."""
+    cfg = ae.cfg if isinstance(ae, Autoencoder) else ae
     w, h = resolution
-    d = ae.cfg.downsample
+    d = cfg.downsample
     if w % d or h % d:
         raise CheckpointError(f"resolution {w}x{h} is not divisible by the autoencoder's {d}x downsampling")
     return DiTConfig(
         **{
             **to_dict(preset_dit),
-            "latent_channels": ae.cfg.latent_channels,
+            "latent_channels": cfg.latent_channels,
             "latent_size": (h // d, w // d),
             "action_sizes": tuple(action_spec.sizes),
         }
     )
+
+
+def recipe_for(preset: str, items: tuple[str, ...], ae_folder: str | Path, option: str = "--set") -> Preset:
+    """Preset `preset` with the override `items`, its DiT on the latent grid of the autoencoder in
+    `ae_folder`, read from its config.json alone: every recipe value meets its bounds and rules, on the grid
+    it will train on, before any weights or data are read. A refusal names the item (or the preset)."""
+    folder = _resolve(Path(ae_folder))
+    config = read_config(folder)
+    where = str(folder / CONFIG_NAME)
+    try:
+        ae = from_dict(AEConfig, config["ae"], where)
+        spec = ActionSpec.from_dict(config["action_contract"], where)
+        resolution = (int(config["resolution"][0]), int(config["resolution"][1]))
+    except (KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{where}: malformed autoencoder config, missing or bad {e}") from e
+    except ActionContractError as e:
+        raise CheckpointError(str(e)) from e
+    base = get_preset(preset)
+    try:
+        base = replace(base, dit=dit_config_for(base.dit, ae, resolution, spec))
+    except ConfigError as e:
+        raise e.at(f"--preset {preset} on the autoencoder {ae_folder}") from None
+    return apply_overrides(base, items, option)
 
 
 def make_untrained_checkpoint(

@@ -272,6 +272,7 @@ CASES: list[tuple[str, str]] = [
     *[(f"{WM_TRAIN} --set {item}", f"--set '{item}': {why}") for item, why in RECIPE_CASES],
     (ABLATE + " --variant ok a:dit.heads=3", "--variant a: 'dit.heads=3': DiTConfig.heads = 3: must divide"),
     (ABLATE + " --variant a:dit.patch_size=7", "--variant a: 'dit.patch_size=7': DiTConfig.patch_size = 7"),
+    (ABLATE + " --variant a:dit.depth=1 --variant a:dit.depth=2", "--variant 'a:dit.depth=2': the name 'a'"),
     ("wm bench --ckpt {bad_recipe} --frames 1", "{bad_recipe}/config.json: DiTConfig.heads = 3: must divide"),
     (
         "play --ckpt {bad_recipe} --headless --frames 2 --out {run}/x.mp4 --inputs {good}",
@@ -508,3 +509,49 @@ def test_bench_steps_bound_is_the_envs():
 
     steps = next(f for f in fields(BenchArgs) if f.name == "steps")
     assert steps.metadata["cli"]["le"] == MAX_SAMPLING_STEPS
+
+
+# (command line, option, what it holds): an option that takes a list adds up when given again.
+REPEATED = [
+    (
+        "wm ablate --data d --ae a --heldout h --out o --variant a:dit.depth=1 --variant b:dit.depth=2 c",
+        "variant",
+        ("a:dit.depth=1", "b:dit.depth=2", "c"),
+    ),
+    (
+        "wm train --data d --ae a --out o --set dit.depth=1 --set dit.heads=2",
+        "set",
+        ("dit.depth=1", "dit.heads=2"),
+    ),
+    (
+        "pipeline --out o --only collect-random --only eval train-ae",
+        "only",
+        ("collect-random", "eval", "train-ae"),
+    ),
+    ("wm bench --ckpt c --steps 1,2 --steps 8", "steps", (1, 2, 8)),
+    ("play --bench 1 --bench 2,4", "bench", (1, 2, 4)),
+    ("wm train-ae --data d --out o --channels 8,16 --channels 32", "channels", (8, 16, 32)),
+]
+# ... while its first use replaces the default, and a scalar option keeps argparse's rule: the last one wins.
+NOT_ADDED = [
+    ("wm bench --ckpt c --steps 8", "steps", (8,)),
+    ("wm bench --ckpt c --frames 3 --frames 5", "frames", 5),
+    ("collect --out a --out b --episodes 2 --episodes 3", "episodes", 3),
+]
+
+
+def parsed(line: str, option: str):
+    from play.cli import build_parser
+
+    got = getattr(build_parser().parse_args(line.split()), option)
+    return tuple(got) if isinstance(got, list) else got
+
+
+@pytest.mark.parametrize("line, option, want", REPEATED, ids=[r[0] for r in REPEATED])
+def test_a_list_option_given_twice_adds_up(line, option, want):
+    assert parsed(line, option) == want
+
+
+@pytest.mark.parametrize("line, option, want", NOT_ADDED, ids=[r[0] for r in NOT_ADDED])
+def test_a_default_or_a_scalar_is_replaced_not_added_to(line, option, want):
+    assert parsed(line, option) == want

@@ -310,6 +310,7 @@ CASES: list[tuple[str, str]] = [
     ("wm bench --ckpt {cut_ae} --frames 1", "{cut_ae}/autoencoder.safetensors"),
     ("wm bench --ckpt {ckpt} --out {run}", "--out {run}: a folder"),
     ("wm bench --ckpt {bad_config}", "{bad_config}/config.json is not a checkpoint config"),
+    ("wm export --ckpt {ckpt} --out /proc/dreamdoom-x", "/proc/dreamdoom-x: cannot be written in /proc"),
     ("wm eval --ckpt {bad_config} --data {ds} --out {run}/eval", "{bad_config}/config.json"),
     ("play --ckpt {bad_config} --headless", "{bad_config}/config.json"),
     # play

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -288,8 +289,10 @@ def check_out(
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CheckpointError(f"{folder}: cannot create its folder ({e})") from e
-    if not os.access(folder.parent, os.W_OK):
-        raise CheckpointError(f"{folder.parent}: not writable")
+    try:  # by writing: permission bits do not tell (root, read-only mounts, /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{folder.name}.probe", dir=folder.parent))
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot be written in {folder.parent} ({e.strerror})") from None
 
 
 def _resolve(folder: Path) -> Path:

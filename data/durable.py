@@ -8,7 +8,9 @@ process wrote under the same name.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -41,6 +43,11 @@ def publish(tmp: Path, path: Path, exclusive: bool) -> None:
         os.unlink(tmp)
 
 
+def fsync_file(path: str | Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def write_atomic(path: str | Path, data: bytes, exclusive: bool = False) -> None:
     """Write `data` to `path` whole or not at all, durably; a kill leaves at most a hidden temp file."""
     path = Path(path)
@@ -54,3 +61,25 @@ def write_atomic(path: str | Path, data: bytes, exclusive: bool = False) -> None
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def write_with(path: str | Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` writes the file (a library that takes a path: safetensors, PIL, SB3) under a hidden temp
+    name with `path`'s suffix, which is then made durable and renamed to `path`: whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        publish(tmp, path, exclusive=False)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()

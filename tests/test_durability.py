@@ -3,6 +3,7 @@
 Each test reproduces a way data was lost or a command lied, on real files (and a real VizDoom where an
 engine is involved)."""
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -388,3 +389,53 @@ def test_an_agent_run_killed_in_its_first_minute_can_be_resumed(tmp_path):
     resumed = subprocess.run([*argv, "--steps", str(done + 32), "--resume"], env=env, capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert read_meta(run / "policy.zip")["num_timesteps"] >= done + 32
+
+
+# --- 10. outputs are written whole or not at all ------------------------------------------------------------
+
+
+def _full_disk_for(monkeypatch, name_part: str) -> None:
+    """fsync of a file whose path holds `name_part` fails, as it does on a full disk."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if name_part in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> Path:
+    from world_model.checkpoint import make_untrained_checkpoint
+
+    return make_untrained_checkpoint(tmp_path_factory.mktemp("untrained") / "ckpt", preset="tiny")
+
+
+@pytest.mark.parametrize(
+    "command, name",
+    [
+        ("wm bench --ckpt {ckpt} --steps 1 --frames 1 --out {out}/bench.json", "bench"),
+        ("wm encode --data {data} --ae {ckpt} --out {out}/latents.safetensors", "latents"),
+        (
+            "wm eval --ckpt {ckpt} --data {data} --out {out} --no-engine --no-probe --transitions 2 "
+            "--rollouts 1 --horizon 2 --stability-frames 0",
+            "report.json",
+        ),
+    ],
+    ids=["bench", "latent cache", "eval report"],
+)
+def test_a_full_disk_leaves_the_earlier_output_whole(
+    dataset, untrained, tmp_path, monkeypatch, capsys, command, name
+):
+    argv = command.format(ckpt=untrained, data=dataset, out=tmp_path).split()
+    assert main(argv) == 0
+    written = next(p for p in tmp_path.iterdir() if p.name.startswith(name.split(".")[0]))
+    before = written.read_bytes()
+    capsys.readouterr()
+    _full_disk_for(monkeypatch, name)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("No space left on device")
+    assert written.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temp file left behind

@@ -19,7 +19,6 @@ its own kind, and `check_out` refuses, before any work, an `--out` that would.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
-from data.durable import fsync_dir, write_atomic
+from data.durable import fsync_dir, fsync_file, sha256_of, write_atomic
 from world_model.autoencoder import Autoencoder
 from world_model.config import (
     AEConfig,
@@ -63,14 +62,6 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_file(path: Path, config: dict) -> None:
     """The file's size and SHA-256 must be those config.json recorded (checkpoints from before these
     records are loaded unchecked)."""
@@ -81,7 +72,7 @@ def _check_file(path: Path, config: dict) -> None:
         size = path.stat().st_size
     except OSError as e:
         raise CheckpointError(f"{path}: missing or unreadable ({e})") from e
-    if size != record.get("bytes") or _sha256(path) != record.get("sha256"):
+    if size != record.get("bytes") or sha256_of(path) != record.get("sha256"):
         raise CheckpointError(
             f"{path}: checksum mismatch with {CONFIG_NAME}; the file is damaged or was replaced"
         )
@@ -213,17 +204,12 @@ def recover(folder: str | Path) -> Path | None:
 
 def _save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     save_file(state, str(path))
-    _fsync_file(path)
+    fsync_file(path)
 
 
 def _save_object(path: Path, obj: object) -> None:
     torch.save(obj, path)
-    _fsync_file(path)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+    fsync_file(path)
 
 
 def _refuse_foreign(folder: Path, kind: str) -> None:
@@ -261,7 +247,7 @@ def _write_folder(
     for name, obj in (extra or {}).items():
         _save_object(tmp / name, obj)
     files = sorted(p for p in tmp.iterdir())
-    config = {**config, "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
+    config = {**config, "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}}
     write_atomic(tmp / CONFIG_NAME, json.dumps(config, indent=2).encode())  # last: marks the copy complete
     if folder.exists():
         _rename(folder, old)

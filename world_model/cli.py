@@ -243,7 +243,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = bench(a.ckpt, steps=list(a.steps), device=device, frames=a.frames, seed=a.seed)
     print(json.dumps(result, indent=2) if build(JsonOutput, args).json else format_bench(result))
     if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2))
+        from data.durable import write_atomic
+
+        write_atomic(a.out, json.dumps(result, indent=2).encode())
     return 0
 
 

@@ -439,3 +439,30 @@ def test_a_full_disk_leaves_the_earlier_output_whole(
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("No space left on device")
     assert written.read_bytes() == before
     assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temp file left behind
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_checked_file_a_kill_interrupted_still_matches_its_checksum(tmp_path, monkeypatch, when):
+    """A kill just before or just after the new file takes the name leaves a file its sidecar vouches for."""
+    from data import durable
+
+    path = tmp_path / "policy.zip"
+    durable.write_checked(path, lambda tmp: tmp.write_bytes(b"old"))
+    real = durable.publish
+
+    def killed(tmp, dst, exclusive):  # the kill lands at the rename of the file itself, not of its sidecar
+        if dst != path or when == "after":
+            real(tmp, dst, exclusive)
+        if dst == path:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(durable, "publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        durable.write_checked(path, lambda tmp: tmp.write_bytes(b"new"))
+    assert path.read_bytes() == (b"new" if when == "after" else b"old")
+    assert durable.checksum_error(path) is None
+    monkeypatch.undo()
+    durable.write_checked(path, lambda tmp: tmp.write_bytes(b"newer"))
+    assert durable.checksum_path(path).read_text().count("\n") == 1  # only the file that is there
+    path.write_bytes(b"nEwer")
+    assert "checksum mismatch" in durable.checksum_error(path)

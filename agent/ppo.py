@@ -316,11 +316,8 @@ def evaluate(
 
 
 def main(cfg: PPOConfig, run_dir: str, record_dir: str | None, resume: bool, progress: bool = True) -> int:
-    try:
-        summary = train(cfg, run_dir, record_dir, resume, progress)
-    except (FileExistsError, PolicyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """`dreamdoom agent train` once its options are checked (agent/cli.py): errors are the CLI's to report."""
+    summary = train(cfg, run_dir, record_dir, resume, progress)
     rec = (
         f", recording {summary['episodes_recorded']} episodes to {record_dir}"
         if record_dir

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -283,3 +284,22 @@ def test_a_damaged_or_nan_policy_is_one_clear_error_and_an_old_one_still_loads(t
             assert len(err) == 1 and err[0].startswith(f"dreamdoom {argv[0]}") and str(policy) in err[0], err
     sidecar.unlink()  # a policy saved before sidecars loads unchecked
     assert isinstance(load_policy(good), PPOPolicy)
+
+
+def test_agent_train_reports_a_policy_it_cannot_resume_in_the_cli_format(tmp_path, capsys):
+    policy = saved_policy(tmp_path / "run")
+    odd = tmp_path / "odd.zip"  # a config this version of PPOConfig does not know
+    with zipfile.ZipFile(policy) as src, zipfile.ZipFile(odd, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == META_NAME:
+                meta = json.loads(data)
+                meta["config"]["unknown_field"] = 1
+                data = json.dumps(meta)
+            dst.writestr(name, data)
+    os.replace(odd, policy)
+    policy.with_name("policy.zip.sha256").unlink(missing_ok=True)
+    argv = ["agent", "train", "--scenario", "basic", "--out", str(policy.parent), "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"dreamdoom agent train: {policy}: config does not fit"), err

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from agent.env import SCENARIOS, DoomEnv, EnvConfig
+from agent.env import PR_SET_PDEATHSIG, SCENARIOS, DoomEnv, EnvConfig
 from agent.policies import env_needs, make_policy
 from data.cli_args import MAX_SEED, arg
 from data.dataset import MANIFEST_NAME, ShardWriter, default_recorder, new_shard_name
@@ -129,9 +129,6 @@ def cpu_seconds_with_children() -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total
-
-
-PR_SET_PDEATHSIG = 1  # prctl(2) option: a signal the kernel sends this process when its parent dies
 
 
 def _group_members(pgid: int) -> list[int]:

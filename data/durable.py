@@ -49,14 +49,17 @@ def fsync_file(path: str | Path) -> None:
         os.fsync(f.fileno())
 
 
-def write_atomic(path: str | Path, data: bytes, exclusive: bool = False) -> None:
-    """Write `data` to `path` whole or not at all, durably; a kill leaves at most a hidden temp file."""
+def write_atomic(path: str | Path, data: bytes, exclusive: bool = False, mode: int | None = None) -> None:
+    """Write `data` to `path` whole or not at all, durably; a kill leaves at most a hidden temp file.
+    `mode`: the file's permission bits, set before it gets its name (an executable is never seen without)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         publish(tmp, path, exclusive)
     finally:

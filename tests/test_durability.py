@@ -382,13 +382,40 @@ def test_an_agent_run_killed_in_its_first_minute_can_be_resumed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-        for pid in _tagged_engines(tag):  # agent train's engine is its child: clear what the kill left
-            os.kill(pid, signal.SIGKILL)
+    assert not _gone_within(_tagged_engines(tag), 15)  # the engine died with its trainer
     done = read_meta(run / "policy.zip")["num_timesteps"]
     assert 0 < done < 100000
     resumed = subprocess.run([*argv, "--steps", str(done + 32), "--resume"], env=env, capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert read_meta(run / "policy.zip")["num_timesteps"] >= done + 32
+
+
+def test_a_killed_agent_trainer_leaves_no_engine(tmp_path):
+    """`agent train` runs its engines as its own children (`--vec dummy`): a SIGKILL, which no handler sees,
+    must take them down too."""
+    tag = secrets.token_hex(8)
+    argv = [sys.executable, "-m", "play.cli", "agent", "train", "--scenario", "basic", "--envs", "2"]
+    argv += ["--n-steps", "32", "--steps", "100000", "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(
+        [*argv, "--no-progress"],
+        env=dict(os.environ, DREAMDOOM_TEST_TAG=tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(_tagged_engines(tag)) < 2:
+            time.sleep(0.1)
+        engines = _tagged_engines(tag)
+        assert len(engines) == 2, "the trainer's engines never started"
+        time.sleep(1.0)  # playing, not starting up
+    finally:
+        proc.kill()
+        proc.wait()
+    left = _gone_within(engines, 15)
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "VizDoom engines outlived their trainer"
 
 
 # --- 10. outputs are written whole or not at all ------------------------------------------------------------

@@ -78,7 +78,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if cfg.record:
         check_fits_dataset(cfg.out, cfg.resolution, cfg.frame_skip)
     check_policy(cfg.policy)
-    return main(cfg)
+    return main(cfg, debug=args.debug)
 
 
 def _train_options() -> tuple[type, ...]:

@@ -215,8 +215,8 @@ def _worker(
                 writer.write_recording(recorder, {"policy": policy.name, "seed": [cfg.seed, i], "end": end})
                 messages.put(("episode", steps, writer.bytes_written - before))
         messages.put(("cpu", cpu_seconds_with_children() - cpu_start))
-    except BaseException:  # noqa: BLE001 (reported to the parent, which decides)
-        messages.put(("error", worker_id, traceback.format_exc()))
+    except BaseException as e:  # noqa: BLE001 (reported to the parent, which decides)
+        messages.put(("error", worker_id, one_line(e), traceback.format_exc()))
         raise SystemExit(1) from None
     finally:
         if env is not None:
@@ -288,7 +288,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
         dynamic_ncols=True,
         desc=f"collect {cfg.scenario}/{policy_tag(cfg.policy)}",
     )
-    steps, errors = 0, []
+    steps, errors, tracebacks = 0, [], []
     start = time.perf_counter()
     for p in procs:
         p.start()
@@ -322,7 +322,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
                     stats.cpu_seconds += msg[1]
                     finished += 1
                 elif msg[0] == "error":
-                    errors.append(f"worker {msg[1]} failed:\n{msg[2]}")
+                    errors.append(f"worker {msg[1]} failed: {msg[2]}")
+                    tracebacks.append(f"worker {msg[1]}:\n{msg[3]}")
         if finished < workers and not errors:  # killed from outside (OOM, kill -9): say so, do not exit 0
             codes = {w: p.exitcode for w, p in enumerate(procs) if p.exitcode}
             errors.append(
@@ -342,14 +343,26 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
             except (ProcessLookupError, PermissionError):
                 pass
     if errors:
-        raise CollectError("\n".join(errors), stats)
+        raise CollectError("; ".join(errors), stats, "\n".join(tracebacks))
     return stats
 
 
+MAX_MESSAGE = 300  # characters of an exception's message in the one line that reports it
+
+
+def one_line(e: BaseException) -> str:
+    """`Type: message` of an exception on one line, cut to MAX_MESSAGE characters."""
+    text = " ".join(traceback.format_exception_only(type(e), e)[-1].split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
 class CollectError(RuntimeError):
-    def __init__(self, message: str, stats: CollectStats):
+    """What went wrong in one line; `tracebacks` holds the failing workers' (shown with --debug)."""
+
+    def __init__(self, message: str, stats: CollectStats, tracebacks: str = ""):
         super().__init__(message)
         self.stats = stats
+        self.tracebacks = tracebacks
 
 
 def summary_line(stats: CollectStats, cfg: CollectConfig) -> str:
@@ -363,13 +376,15 @@ def summary_line(stats: CollectStats, cfg: CollectConfig) -> str:
     )
 
 
-def main(cfg: CollectConfig) -> int:
+def main(cfg: CollectConfig, debug: bool = False) -> int:
     print("collect config:", asdict(cfg), file=sys.stderr)
     try:
         stats = collect(cfg)
     except CollectError as e:
         print(summary_line(e.stats, cfg), file=sys.stderr)
-        print(f"error: {e}", file=sys.stderr)
+        if debug and e.tracebacks:
+            print(e.tracebacks, file=sys.stderr)
+        print(f"dreamdoom collect: {e}", file=sys.stderr)
         return 130 if str(e).startswith("interrupted") else 1
     print(summary_line(stats, cfg))
     return 0

@@ -325,6 +325,21 @@ def test_a_failing_worker_leaves_no_engine(tmp_path, monkeypatch):
     assert not _gone_within(_tagged_engines(tag), 10) and not _tagged_engines(tag)
 
 
+def test_a_failing_worker_is_one_line_and_its_traceback_only_on_debug(tmp_path, capsys):
+    from agent.collect import CollectConfig, main
+
+    cfg = CollectConfig(str(tmp_path), "basic", "random", episodes=1, workers=1, seed=0, extra={"bad": {1}})
+    assert main(cfg) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "dreamdoom collect: worker 0 failed: TypeError: Object of type set is not JSON serializable"
+    )
+    assert main(cfg, debug=True) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "dreamdoom collect: worker 0 failed" in err.strip().splitlines()[-1]
+
+
 # --- 7. reruns do not copy episodes, and copies do not leak into the held-out split ----------------------
 
 

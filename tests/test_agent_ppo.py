@@ -118,6 +118,19 @@ def test_train_records_whole_episodes_checkpoints_and_resumes(tmp_path):
     assert read_meta(run / "policy.zip")["num_timesteps"] == 384
 
 
+def with_an_unknown_config_field(policy: Path, out: Path) -> Path:
+    """A copy of `policy` whose saved config has a field this version of PPOConfig does not know."""
+    with zipfile.ZipFile(policy) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == META_NAME:
+                meta = json.loads(data)
+                meta["config"]["unknown_field"] = 1
+                data = json.dumps(meta)
+            dst.writestr(name, data)
+    return out
+
+
 def test_saved_policy_loads_safely_and_samples_stochastically(tmp_path):
     run = tmp_path / "run"
     train(tiny(steps=128, checkpoint_every=0), run, progress=False)
@@ -154,17 +167,8 @@ def test_saved_policy_loads_safely_and_samples_stochastically(tmp_path):
                 dst.writestr(name, src.read(name))
     with pytest.raises(PolicyError, match="not a policy saved by"):
         load_policy(bare)
-    odd = tmp_path / "odd.zip"
-    with zipfile.ZipFile(run / "policy.zip") as src, zipfile.ZipFile(odd, "w") as dst:
-        for name in src.namelist():
-            data = src.read(name)
-            if name == META_NAME:
-                meta = json.loads(data)
-                meta["config"]["unknown_field"] = 1
-                data = json.dumps(meta)
-            dst.writestr(name, data)
     with pytest.raises(PolicyError, match="does not fit"):
-        load_policy(odd)
+        load_policy(with_an_unknown_config_field(run / "policy.zip", tmp_path / "odd.zip"))
     (tmp_path / "junk.zip").write_text("not a zip")
     with pytest.raises(PolicyError, match="unreadable"):
         load_policy(tmp_path / "junk.zip")
@@ -288,16 +292,7 @@ def test_a_damaged_or_nan_policy_is_one_clear_error_and_an_old_one_still_loads(t
 
 def test_agent_train_reports_a_policy_it_cannot_resume_in_the_cli_format(tmp_path, capsys):
     policy = saved_policy(tmp_path / "run")
-    odd = tmp_path / "odd.zip"  # a config this version of PPOConfig does not know
-    with zipfile.ZipFile(policy) as src, zipfile.ZipFile(odd, "w") as dst:
-        for name in src.namelist():
-            data = src.read(name)
-            if name == META_NAME:
-                meta = json.loads(data)
-                meta["config"]["unknown_field"] = 1
-                data = json.dumps(meta)
-            dst.writestr(name, data)
-    os.replace(odd, policy)
+    os.replace(with_an_unknown_config_field(policy, tmp_path / "odd.zip"), policy)
     policy.with_name("policy.zip.sha256").unlink(missing_ok=True)
     argv = ["agent", "train", "--scenario", "basic", "--out", str(policy.parent), "--resume"]
     assert main(argv) == 2

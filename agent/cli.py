@@ -78,7 +78,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if cfg.record:
         check_fits_dataset(cfg.out, cfg.resolution, cfg.frame_skip)
     check_policy(cfg.policy)
-    return main(cfg)
+    return main(cfg, debug=args.debug)
 
 
 def _train_options() -> tuple[type, ...]:
@@ -111,10 +111,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if run.resume and not policy.exists():
         raise UsageError(f"--resume: nothing to resume in {run.out} (no {policy})")
-    if run.resume:
-        from agent.policy_io import read_meta
+    if run.resume:  # its checksum, config, action contract and weights, before any engine starts
+        from agent.policy_io import load_policy
 
-        read_meta(policy)
+        load_policy(policy)
     cfg.batch_size = min(cfg.batch_size, cfg.n_steps * cfg.envs)
     from agent.ppo import main
 

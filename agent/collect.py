@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from agent.env import SCENARIOS, DoomEnv, EnvConfig
+from agent.env import PR_SET_PDEATHSIG, SCENARIOS, DoomEnv, EnvConfig
 from agent.policies import env_needs, make_policy
 from data.cli_args import MAX_SEED, arg
 from data.dataset import MANIFEST_NAME, ShardWriter, default_recorder, new_shard_name
@@ -131,9 +131,6 @@ def cpu_seconds_with_children() -> float:
     return total
 
 
-PR_SET_PDEATHSIG = 1  # prctl(2) option: a signal the kernel sends this process when its parent dies
-
-
 def _group_members(pgid: int) -> list[int]:
     """Live processes of process group `pgid` (Linux /proc; empty elsewhere)."""
     found = []
@@ -218,8 +215,8 @@ def _worker(
                 writer.write_recording(recorder, {"policy": policy.name, "seed": [cfg.seed, i], "end": end})
                 messages.put(("episode", steps, writer.bytes_written - before))
         messages.put(("cpu", cpu_seconds_with_children() - cpu_start))
-    except BaseException:  # noqa: BLE001 (reported to the parent, which decides)
-        messages.put(("error", worker_id, traceback.format_exc()))
+    except BaseException as e:  # noqa: BLE001 (reported to the parent, which decides)
+        messages.put(("error", worker_id, one_line(e), traceback.format_exc()))
         raise SystemExit(1) from None
     finally:
         if env is not None:
@@ -291,7 +288,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
         dynamic_ncols=True,
         desc=f"collect {cfg.scenario}/{policy_tag(cfg.policy)}",
     )
-    steps, errors = 0, []
+    steps, errors, tracebacks = 0, [], []
     start = time.perf_counter()
     for p in procs:
         p.start()
@@ -325,7 +322,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
                     stats.cpu_seconds += msg[1]
                     finished += 1
                 elif msg[0] == "error":
-                    errors.append(f"worker {msg[1]} failed:\n{msg[2]}")
+                    errors.append(f"worker {msg[1]} failed: {msg[2]}")
+                    tracebacks.append(f"worker {msg[1]}:\n{msg[3]}")
         if finished < workers and not errors:  # killed from outside (OOM, kill -9): say so, do not exit 0
             codes = {w: p.exitcode for w, p in enumerate(procs) if p.exitcode}
             errors.append(
@@ -345,14 +343,26 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectStats:
             except (ProcessLookupError, PermissionError):
                 pass
     if errors:
-        raise CollectError("\n".join(errors), stats)
+        raise CollectError("; ".join(errors), stats, "\n".join(tracebacks))
     return stats
 
 
+MAX_MESSAGE = 300  # characters of an exception's message in the one line that reports it
+
+
+def one_line(e: BaseException) -> str:
+    """`Type: message` of an exception on one line, cut to MAX_MESSAGE characters."""
+    text = " ".join(traceback.format_exception_only(type(e), e)[-1].split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
 class CollectError(RuntimeError):
-    def __init__(self, message: str, stats: CollectStats):
+    """What went wrong in one line; `tracebacks` holds the failing workers' (shown with --debug)."""
+
+    def __init__(self, message: str, stats: CollectStats, tracebacks: str = ""):
         super().__init__(message)
         self.stats = stats
+        self.tracebacks = tracebacks
 
 
 def summary_line(stats: CollectStats, cfg: CollectConfig) -> str:
@@ -366,13 +376,15 @@ def summary_line(stats: CollectStats, cfg: CollectConfig) -> str:
     )
 
 
-def main(cfg: CollectConfig) -> int:
+def main(cfg: CollectConfig, debug: bool = False) -> int:
     print("collect config:", asdict(cfg), file=sys.stderr)
     try:
         stats = collect(cfg)
     except CollectError as e:
         print(summary_line(e.stats, cfg), file=sys.stderr)
-        print(f"error: {e}", file=sys.stderr)
+        if debug and e.tracebacks:
+            print(e.tracebacks, file=sys.stderr)
+        print(f"dreamdoom collect: {e}", file=sys.stderr)
         return 130 if str(e).startswith("interrupted") else 1
     print(summary_line(stats, cfg))
     return 0

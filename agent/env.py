@@ -6,9 +6,13 @@ the recorder keeps, and `info["variables"]` the game variables of data/episode.p
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shlex
+import signal
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import vizdoom as vzd
 
 from data.actions import BUTTONS, DEFAULT_ACTIONS, ActionSpec
 from data.dataset import Manifest
+from data.durable import write_atomic
 from data.episode import VARIABLES
 
 VIZDOOM_DIR = Path(vzd.__file__).parent
@@ -162,6 +167,33 @@ class EnvConfig:
         return SCENARIOS[self.scenario]
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2) option: a signal the kernel sends a process when its parent dies
+ENGINE_PARENT = "DREAMDOOM_ENGINE_PARENT"  # the environment variable naming the process the engine serves
+
+
+def engine_launcher() -> Path | None:
+    """An executable VizDoom starts instead of its engine: it asks the kernel to SIGKILL it when its parent
+    goes (PR_SET_PDEATHSIG), then becomes the engine. VizDoom starts the engine as a child of this process
+    from a thread that lives as long as the game, so an engine no longer outlives a process killed without
+    closing its game (SIGKILL, the OOM killer). Linux only (None elsewhere: the engine's own binary)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    engine = str(VIZDOOM_DIR / "vizdoom")
+    code = (
+        f"import ctypes, os, sys; ctypes.CDLL(None).prctl({PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}); "
+        f"parent = os.environ.get({ENGINE_PARENT!r}); "
+        # the parent died before the signal was armed: do not start
+        "parent is None or os.getppid() == int(parent) or sys.exit(1); "
+        f"os.execv({engine!r}, [{engine!r}] + sys.argv[1:])"
+    )
+    script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -c {shlex.quote(code)} "$@"\n'.encode()
+    path = CONFIG_DIR / f"vizdoom-{hashlib.sha256(script).hexdigest()[:12]}.sh"  # per interpreter and engine
+    if not path.exists():
+        CONFIG_DIR.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, script, mode=0o755)
+    return path
+
+
 def make_game(cfg: EnvConfig) -> vzd.DoomGame:
     """A configured, initialised DoomGame; raises ScenarioError for a bad scenario, map or resolution."""
     sc = cfg.scenario_spec()
@@ -169,6 +201,10 @@ def make_game(cfg: EnvConfig) -> vzd.DoomGame:
     # VizDoom writes its settings file into the working directory unless told otherwise.
     CONFIG_DIR.mkdir(parents=True, exist_ok=True)
     game.set_doom_config_path(str(CONFIG_DIR / "_vizdoom.ini"))
+    launcher = engine_launcher()
+    if launcher is not None:
+        os.environ[ENGINE_PARENT] = str(os.getpid())  # read by the launcher; a forked child sets its own
+        game.set_vizdoom_path(str(launcher))
     if sc.config:
         cfg_path = SCENARIO_DIR / sc.config
         game.load_config(str(cfg_path))

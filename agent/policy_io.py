@@ -19,14 +19,24 @@ from stable_baselines3.common.save_util import load_from_zip_file
 
 from agent.ppo_config import PolicyError, PPOConfig
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
+from data.durable import checksum_error
 
 POLICY_NAME = "policy.zip"
 META_NAME = "dreamdoom.json"  # our entry inside the SB3 zip
 
 
 def read_meta(path: str | Path, action_spec: ActionSpec = DEFAULT_ACTIONS) -> dict:
-    """Our JSON from a saved policy, with the action contract checked."""
+    """Our JSON from a saved policy, with its checksum (where a sidecar holds one) and action contract
+    checked."""
     path = Path(path)
+    try:
+        damage = checksum_error(path)
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: no such policy file") from None
+    except OSError as e:
+        raise PolicyError(f"{path}: unreadable policy file ({e})") from e
+    if damage:
+        raise PolicyError(f"{path}: {damage}")
     try:
         with zipfile.ZipFile(path) as z:
             meta = json.loads(z.read(META_NAME))
@@ -103,7 +113,11 @@ def load_policy(path: str | Path, action_spec: ActionSpec = DEFAULT_ACTIONS) -> 
         _, params, _ = load_from_zip_file(
             path, device="cpu", load_data=False
         )  # tensors only, weights_only=True
-        policy.load_state_dict(params["policy"])
+        weights = params["policy"]
+        policy.load_state_dict(weights)
     except (KeyError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
         raise PolicyError(f"{path}: policy weights missing or do not fit the saved config ({e})") from e
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise PolicyError(f"{path}: non-finite policy weights (NaN or inf) in {', '.join(bad[:5])}")
     return PPOPolicy(policy, cfg, str(path))

@@ -16,7 +16,6 @@ agent/policy_io.py reads it back.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import zipfile
@@ -38,7 +37,7 @@ from agent.reward import TERMS, RewardConfig, ShapedRewardWrapper
 from agent.wrappers import HoldAction, RecordEpisodes
 from data.actions import DEFAULT_ACTIONS
 from data.dataset import ShardWriter, default_recorder, new_shard_name
-from data.durable import fsync_dir
+from data.durable import write_checked
 from data.episode import VARIABLES
 
 CHECKPOINT_DIR = "checkpoints"
@@ -76,21 +75,20 @@ def make_env(cfg: PPOConfig, index: int, record_dir: str | None, shard_name: str
 
 
 def save_policy(model: PPO, path: Path, cfg: PPOConfig, policy_version: int) -> None:
-    """SB3's zip plus our JSON, written under a temp name and renamed (a kill leaves the old file)."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.zip")
-    model.save(tmp)
+    """SB3's zip plus our JSON, whole or not at all (a kill leaves the old file), its SHA-256 beside it."""
     meta = {
         "config": cfg.to_dict(),
         "action_contract": DEFAULT_ACTIONS.to_dict(),
         "num_timesteps": int(model.num_timesteps),
         "policy_version": int(policy_version),
     }
-    with zipfile.ZipFile(tmp, "a") as z:
-        z.writestr(META_NAME, json.dumps(meta, indent=2))
-    with open(tmp, "rb") as f:  # durable before it replaces the last good policy
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+
+    def write(tmp: Path) -> None:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.writestr(META_NAME, json.dumps(meta, indent=2))
+
+    write_checked(path, write)
 
 
 # -- training ------------------------------------------------------------------------------------------
@@ -318,11 +316,8 @@ def evaluate(
 
 
 def main(cfg: PPOConfig, run_dir: str, record_dir: str | None, resume: bool, progress: bool = True) -> int:
-    try:
-        summary = train(cfg, run_dir, record_dir, resume, progress)
-    except (FileExistsError, PolicyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """`dreamdoom agent train` once its options are checked (agent/cli.py): errors are the CLI's to report."""
+    summary = train(cfg, run_dir, record_dir, resume, progress)
     rec = (
         f", recording {summary['episodes_recorded']} episodes to {record_dir}"
         if record_dir

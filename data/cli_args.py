@@ -70,19 +70,18 @@ def _num(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
-def bound_error(value: float, ge=None, gt=None, le=None) -> str | None:
-    """Why `value` is outside the bounds, or None."""
+def bound_error(value: float, ge=None, gt=None, le=None, got: bool = True) -> str | None:
+    """Why `value` is outside the bounds, or None; `got` ends the reason with the value."""
+    tail = f", got {_num(value)}" if got else ""
     if isinstance(value, float) and not math.isfinite(value):
-        return f"must be a finite number, got {value}"
+        return f"must be a finite number{tail}"
     low = f"at least {_num(ge)}" if ge is not None else f"more than {_num(gt)}" if gt is not None else None
     too_low = (ge is not None and value < ge) or (gt is not None and value <= gt)
     too_high = le is not None and value > le
     if too_low or too_high:
         if low and le is not None:
-            return f"must be {low} and at most {_num(le)}, got {_num(value)}"
-        return (
-            f"must be {low}, got {_num(value)}" if low else f"must be at most {_num(le)}, got {_num(value)}"
-        )
+            return f"must be {low} and at most {_num(le)}{tail}"
+        return f"must be {low}{tail}" if low else f"must be at most {_num(le)}{tail}"
     return None
 
 
@@ -158,6 +157,24 @@ def _show(default: Any) -> str:
     return str(default)
 
 
+class _AddUp(argparse.Action):
+    """A list option given twice adds up (`--variant a --variant b` is both): its first use replaces the
+    default, each later one extends what was given. Scalar options keep argparse's rule: the last one wins."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        given = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, given + list(values))
+
+
+def _takes_list(kind: Any, meta: dict) -> bool:
+    """Whether the option takes a list: several words (nargs), or one comma-separated word (1,2,4)."""
+    inner = typing.get_args(kind)
+    return bool(meta["nargs"]) or (
+        typing.get_origin(kind) is tuple and len(inner) == 2 and inner[1] is Ellipsis
+    )
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add an option (or positional) for each field of dataclass `cls` that has a command-line form."""
     hints = typing.get_type_hints(cls)
@@ -181,6 +198,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         notes = [f"default {_show(default)}"] if default not in (None, "", ()) else []
         if meta["ge"] is not None or meta["gt"] is not None or meta["le"] is not None:
             notes.append(_range(meta))
+        listed = _takes_list(kind, meta) and not meta["positional"]
+        if listed:
+            notes.append("repeatable")
         if notes:
             help_text = f"{help_text} ({'; '.join(notes)})".strip()
         kw = dict(
@@ -189,6 +209,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta["nargs"]:
             kw["type"] = _converter(typing.get_args(kind)[0], meta)
             kw["nargs"] = meta["nargs"]
+        if listed:
+            kw["action"] = _AddUp
         if meta["positional"]:
             target.add_argument(f.name, **kw)
         else:
@@ -200,9 +222,9 @@ def build(cls: type, namespace: argparse.Namespace) -> Any:
     """The dataclass `cls` from parsed options; fields with no command-line form keep their defaults."""
     names = {f.name for f in dataclasses.fields(cls) if "cli" in f.metadata}
     values = {k: v for k, v in vars(namespace).items() if k in names}
-    for f in dataclasses.fields(cls):
-        if f.name in values and f.metadata["cli"]["nargs"] and values[f.name] is not None:
-            values[f.name] = tuple(values[f.name])
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = tuple(value)
     return cls(**values)
 
 

@@ -205,6 +205,18 @@ def _run_bench(args: PlayArgs, session) -> int:
 
 
 DEMO_FRAMES = 600  # 34 s of play at 17.5 frames/s
+# SDL video drivers that open no window anyone sees (containers and CI set them): play makes its demo there
+UNSEEN_DRIVERS = ("dummy", "offscreen")
+
+
+def no_window_reason(user_video_driver: str | None) -> str | None:
+    """Why a window would show nothing here (None: it would show)."""
+    if user_video_driver is not None and user_video_driver.strip().lower() in UNSEEN_DRIVERS:
+        return f"SDL_VIDEODRIVER={user_video_driver} shows no window"
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux") and not has_display and user_video_driver is None:
+        return "no display found"
+    return None
 
 
 def check_headless(args: PlayArgs) -> list[Command]:
@@ -237,22 +249,21 @@ def check_options(args: PlayArgs) -> None:
 
 def cmd_play(args: argparse.Namespace, user_video_driver: str | None = None) -> int:
     a = build(PlayArgs, args)
-    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    unseen = no_window_reason(user_video_driver)
     demo = None
-    if sys.platform.startswith("linux") and not has_display and user_video_driver is None:
-        if not (a.headless or a.bench):  # nothing to show a window on: make a demo video instead
-            a.headless, a.mirror, a.hud = True, not a.engine, True
-            a.frames = a.frames or DEMO_FRAMES
-            a.inputs = a.inputs or str(EXAMPLE_INPUTS)
-            a.out = a.out or "demo.mp4"
-            demo = (
-                f"dreamdoom play: no display found, so playing {a.frames} frames of {a.inputs} headless "
-                f"({'the dream beside the real engine' if a.mirror else 'the engine'}, with the HUD) "
-                f"into {a.out}"
-            )
+    if unseen and not (a.headless or a.bench):  # nothing to show a window on: make a demo video instead
+        a.headless, a.mirror, a.hud = True, not a.engine, True
+        a.frames = a.frames or DEMO_FRAMES
+        a.inputs = a.inputs or str(EXAMPLE_INPUTS)
+        a.out = a.out or "demo.mp4"
+        demo = (
+            f"dreamdoom play: {unseen}, so playing {a.frames} frames of {a.inputs} headless "
+            f"({'the dream beside the real engine' if a.mirror else 'the engine'}, with the HUD) "
+            f"into {a.out}"
+        )
     check_options(a)
     commands = check_headless(a) if a.headless else None
-    if a.headless or (a.bench and user_video_driver is None and not has_display):
+    if a.headless or (a.bench and unseen):
         os.environ["SDL_VIDEODRIVER"] = "dummy"
     elif user_video_driver is None:
         os.environ.pop("SDL_VIDEODRIVER", None)  # let SDL pick the real display

@@ -34,6 +34,7 @@ USER_ERRORS = (
     ("data.episode", "EpisodeError"),
     ("agent.env", "ScenarioError"),
     ("agent.ppo_config", "PolicyError"),
+    ("world_model.config", "ConfigError"),
     ("world_model.checkpoint", "CheckpointError"),
     ("world_model.latents", "LatentCacheError"),
     ("play.app", "PlayError"),

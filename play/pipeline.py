@@ -2,7 +2,8 @@
 
 Each stage is an ordinary `dreamdoom` command run in this process; a stage that finished is recorded
 in OUT/stages.json and skipped when the pipeline runs again. An interrupted stage is redone from
-scratch, except the two long trainings (agent, DiT), which resume from their last checkpoint.
+scratch, except the two long trainings (agent, DiT), which resume from their last checkpoint when they
+saved one (and start again, keeping what their folder holds, such as the latent cache, when they did not).
 """
 
 from __future__ import annotations
@@ -79,7 +80,17 @@ class Stage:
     name: str
     argv: list[str]
     output: Path
-    resumable: bool = False  # re-run with --resume instead of starting over
+    checkpoint: Path | None = None  # a training's policy.zip or checkpoint folder: what --resume continues
+
+    def can_resume(self) -> bool:
+        """Whether an interrupted run of this stage left a checkpoint to continue from."""
+        if self.checkpoint is None:
+            return False
+        if self.checkpoint.suffix == ".zip":
+            return self.checkpoint.is_file()
+        from world_model.checkpoint import find_checkpoint  # only here: the pipeline loads no torch to start
+
+        return find_checkpoint(self.checkpoint) is not None
 
 
 def stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
@@ -146,7 +157,7 @@ def stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
                     str(data / "agent-training"),
                 ],
                 out / "agent",
-                resumable=True,
+                checkpoint=out / "agent" / "policy.zip",
             ),
             Stage(
                 "collect-agent",
@@ -185,7 +196,7 @@ def stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
             "train-dit",
             dit + (["--steps", str(cfg.dit_steps)] if cfg.dit_steps else []),
             out / "dit",
-            resumable=True,
+            checkpoint=out / "dit" / "ckpt",
         ),
         Stage(
             "eval",
@@ -251,11 +262,10 @@ def run(preset: str, out: Path, dreamdoom: Callable[[list[str]], int], only: lis
             print(f"{header}: not asked for, skipped", flush=True)
             continue
         argv = list(stage.argv)
-        if stage.output.exists():
-            if stage.resumable:
-                argv.append("--resume")
-            else:  # what an interrupted stage left is incomplete: start it over
-                shutil.rmtree(stage.output)
+        if stage.can_resume():
+            argv.append("--resume")
+        elif stage.output.exists() and stage.checkpoint is None:  # what it left is incomplete: start over
+            shutil.rmtree(stage.output)
         print(f"{header}: dreamdoom {' '.join(argv)}", flush=True)
         t0 = time.perf_counter()
         rc = dreamdoom(argv)

@@ -1,18 +1,23 @@
+import hashlib
 import json
+import os
+import shutil
 import zipfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from agent.collect import CollectConfig, collect
 from agent.env import make_env
 from agent.policies import RandomPolicy, make_policy
 from agent.policy_io import META_NAME, PPOPolicy, load_policy, read_meta
-from agent.ppo import evaluate, train
+from agent.ppo import evaluate, make_model, save_policy, train
 from agent.ppo_config import PolicyError, PPOConfig
 from agent.wrappers import HoldAction
-from data.actions import ActionSpec
+from data.actions import DEFAULT_ACTIONS, ActionSpec
 from data.dataset import Dataset
 from data.info import summarize
 from play.cli import main
@@ -77,7 +82,9 @@ def test_train_records_whole_episodes_checkpoints_and_resumes(tmp_path):
     assert (run / "policy.zip").exists() and (run / "summary.json").exists()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "policy_000000128.zip",
+        "policy_000000128.zip.sha256",  # each policy with its checksum beside it
         "policy_000000256.zip",
+        "policy_000000256.zip.sha256",
     ]
     assert list((run / "tb").iterdir())
 
@@ -109,6 +116,19 @@ def test_train_records_whole_episodes_checkpoints_and_resumes(tmp_path):
     resumed = train(tiny(steps=384), run, progress=False, resume=True)
     assert resumed["steps"] == 384 and resumed["steps_this_run"] == 128
     assert read_meta(run / "policy.zip")["num_timesteps"] == 384
+
+
+def with_an_unknown_config_field(policy: Path, out: Path) -> Path:
+    """A copy of `policy` whose saved config has a field this version of PPOConfig does not know."""
+    with zipfile.ZipFile(policy) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == META_NAME:
+                meta = json.loads(data)
+                meta["config"]["unknown_field"] = 1
+                data = json.dumps(meta)
+            dst.writestr(name, data)
+    return out
 
 
 def test_saved_policy_loads_safely_and_samples_stochastically(tmp_path):
@@ -147,17 +167,8 @@ def test_saved_policy_loads_safely_and_samples_stochastically(tmp_path):
                 dst.writestr(name, src.read(name))
     with pytest.raises(PolicyError, match="not a policy saved by"):
         load_policy(bare)
-    odd = tmp_path / "odd.zip"
-    with zipfile.ZipFile(run / "policy.zip") as src, zipfile.ZipFile(odd, "w") as dst:
-        for name in src.namelist():
-            data = src.read(name)
-            if name == META_NAME:
-                meta = json.loads(data)
-                meta["config"]["unknown_field"] = 1
-                data = json.dumps(meta)
-            dst.writestr(name, data)
     with pytest.raises(PolicyError, match="does not fit"):
-        load_policy(odd)
+        load_policy(with_an_unknown_config_field(run / "policy.zip", tmp_path / "odd.zip"))
     (tmp_path / "junk.zip").write_text("not a zip")
     with pytest.raises(PolicyError, match="unreadable"):
         load_policy(tmp_path / "junk.zip")
@@ -217,3 +228,73 @@ def test_ppo_learns_basic_beyond_random(tmp_path):
     trained = evaluate(load_policy(tmp_path), env_cfg, episodes=30, seed=123)["game_return"]
     print(f"basic: random {random_score:.1f}, PPO {trained:.1f}")
     assert trained > random_score + 100
+
+
+class FakeDoom(gym.Env):
+    """DoomEnv's spaces with no engine behind them: enough to build and save a policy in a moment."""
+
+    def __init__(self, cfg: PPOConfig):
+        w, h = cfg.obs_size
+        self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.action_space = DEFAULT_ACTIONS.gym_space()
+
+    def reset(self, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def saved_policy(folder: Path, nan: bool = False) -> Path:
+    """An untrained policy saved as `agent train` saves one (its weights NaN if asked)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
+
+    cfg = tiny(envs=1)
+    model = make_model(cfg, VecTransposeImage(DummyVecEnv([lambda: FakeDoom(cfg)])), folder)
+    if nan:
+        with torch.no_grad():
+            next(model.policy.parameters()).fill_(float("nan"))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_policy(model, folder / "policy.zip", cfg, 0)
+    return folder / "policy.zip"
+
+
+def test_a_damaged_or_nan_policy_is_one_clear_error_and_an_old_one_still_loads(tmp_path, capsys):
+    good = saved_policy(tmp_path / "good")
+    sidecar = good.with_name("policy.zip.sha256")
+    assert sidecar.read_text().split() == [hashlib.sha256(good.read_bytes()).hexdigest(), "policy.zip"]
+    assert isinstance(load_policy(good), PPOPolicy)
+    # A byte flipped where loading never looks (SB3's own pickled fields): only the checksum can tell.
+    with zipfile.ZipFile(good) as z:
+        info = z.getinfo("data")
+    damaged = tmp_path / "damaged" / "policy.zip"
+    damaged.parent.mkdir()
+    data = bytearray(good.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    shutil.copy(sidecar, damaged.with_name(sidecar.name))
+    with pytest.raises(PolicyError, match=f"{damaged}: checksum mismatch with policy.zip.sha256"):
+        load_policy(damaged)
+    nan = saved_policy(tmp_path / "nan", nan=True)
+    with pytest.raises(PolicyError, match=f"{nan}: non-finite policy weights"):
+        load_policy(nan)
+    for policy in (damaged, nan):  # the commands that read a policy say so in one line
+        for argv in (
+            ["collect", "--scenario", "basic", "--policy", str(policy), "--out", str(tmp_path / "ds")],
+            ["agent", "train", "--scenario", "basic", "--out", str(policy.parent), "--resume"],
+        ):
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith(f"dreamdoom {argv[0]}") and str(policy) in err[0], err
+    sidecar.unlink()  # a policy saved before sidecars loads unchecked
+    assert isinstance(load_policy(good), PPOPolicy)
+
+
+def test_agent_train_reports_a_policy_it_cannot_resume_in_the_cli_format(tmp_path, capsys):
+    policy = saved_policy(tmp_path / "run")
+    os.replace(with_an_unknown_config_field(policy, tmp_path / "odd.zip"), policy)
+    policy.with_name("policy.zip.sha256").unlink(missing_ok=True)
+    argv = ["agent", "train", "--scenario", "basic", "--out", str(policy.parent), "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"dreamdoom agent train: {policy}: config does not fit"), err

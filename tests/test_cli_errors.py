@@ -50,6 +50,11 @@ def ws(tmp_path_factory) -> dict[str, str]:
     shutil.copytree(ckpt, cut_ae)
     weights = (cut_ae / "autoencoder.safetensors").read_bytes()
     (cut_ae / "autoencoder.safetensors").write_bytes(weights[: len(weights) // 2])
+    bad_recipe = root / "ckpt_bad_recipe"  # config.json edited by hand: 32 channels cannot split into 3 heads
+    shutil.copytree(ckpt, bad_recipe)
+    config = json.loads((bad_recipe / "config.json").read_text())
+    config["dit"]["heads"] = 3
+    (bad_recipe / "config.json").write_text(json.dumps(config))
     not_json = root / "ckpt_bad_config"
     shutil.copytree(ckpt, not_json)
     (not_json / "config.json").write_text("[1, 2]")
@@ -84,6 +89,7 @@ def ws(tmp_path_factory) -> dict[str, str]:
         "no_ae": str(no_ae),
         "cut_ae": str(cut_ae),
         "bad_config": str(not_json),
+        "bad_recipe": str(bad_recipe),
         "one": str(one),
         "pipe_bad": str(root / "pipe_bad"),
         "pipe_cpu": str(root / "pipe_cpu"),
@@ -123,6 +129,55 @@ EVAL = "wm eval --ckpt {ckpt} --data {ds} --out {run}/eval"
 HEADLESS = "play --ckpt {ckpt} --headless --frames 2 --out {run}/x.mp4 --inputs"
 ENGINE_HEADLESS = "play --engine --headless --frames 2 --out {run}/x.mp4 --inputs"
 VIEW = "data view {ds} --out {run}/v.mp4"
+ABLATE = "wm ablate --data {ds} --ae {ckpt} --heldout {ds} --out {run}/ablate --preset tiny"
+# (--set item, the rule it breaks) on the tiny preset: hidden 32, 2 heads, 10 noise buckets, 15x20 latents
+RECIPE_CASES = [
+    ("dit.hidden=-5", "DiTConfig.hidden = -5: must be at least 4"),
+    ("dit.hidden=0", "DiTConfig.hidden = 0: must be at least 4"),
+    ("dit.hidden=30", "DiTConfig.hidden = 30: must be a multiple of 4"),
+    ("dit.heads=3", "DiTConfig.heads = 3: must divide hidden (32)"),
+    ("dit.heads=0", "DiTConfig.heads = 0: must be at least 1"),
+    ("dit.patch_size=7", "DiTConfig.patch_size = 7: the patch must fit the 15x20 latent grid"),
+    ("dit.patch_size=3", "DiTConfig.patch_size = 3: the patch must fit"),
+    ("dit.patch_size=16", "DiTConfig.patch_size = 16: the patch must fit"),
+    ("dit.patch_size=0", "DiTConfig.patch_size = 0: must be at least 1"),
+    ("dit.depth=0", "DiTConfig.depth = 0: must be at least 1"),
+    ("dit.context_len=0", "DiTConfig.context_len = 0"),
+    ("dit.mlp_ratio=0", "DiTConfig.mlp_ratio = 0: must be more than 0"),
+    ("dit.mlp_ratio=NaN", "DiTConfig.mlp_ratio = nan: must be a finite number"),
+    ("dit.noise_buckets=0", "DiTConfig.noise_buckets = 0"),
+    (
+        "dit.noise_buckets=1",
+        "DiffusionConfig.sample_context_bucket = 1: must be below DiTConfig.noise_buckets",
+    ),
+    ("diffusion.sample_context_bucket=10", "DiffusionConfig.sample_context_bucket = 10: must be below"),
+    ("diffusion.sample_context_bucket=-1", "DiffusionConfig.sample_context_bucket = -1: must be at least 0"),
+    ("diffusion.sampling_steps=0", "DiffusionConfig.sampling_steps = 0: must be at least 1 and at most 64"),
+    ("diffusion.sampling_steps=65", "DiffusionConfig.sampling_steps = 65"),
+    ("diffusion.context_drop_prob=1.5", "DiffusionConfig.context_drop_prob = 1.5: must be at least 0 and at"),
+    ("diffusion.action_drop_prob=-0.1", "DiffusionConfig.action_drop_prob = -0.1"),
+    ("diffusion.context_noise_max=-1", "DiffusionConfig.context_noise_max = -1"),
+    ("diffusion.latent_clip=-1", "DiffusionConfig.latent_clip = -1"),
+    ("diffusion.guidance=-2", "DiffusionConfig.guidance = -2"),
+    ("diffusion.action_guidance=Infinity", "DiffusionConfig.action_guidance = inf: must be a finite number"),
+    ("diffusion.edm_sigma_min=10", "DiffusionConfig.edm_sigma_min = 10: must be below edm_sigma_max (5)"),
+    ("diffusion.edm_sigma_max=0", "DiffusionConfig.edm_sigma_max = 0: must be more than 0"),
+    ("diffusion.edm_rho=-7", "DiffusionConfig.edm_rho = -7"),
+    ("diffusion.edm_p_mean=NaN", "DiffusionConfig.edm_p_mean = nan: must be a finite number"),
+    ("diffusion.prediction=flow", "DiffusionConfig.prediction = 'flow': choose one of"),
+    ("train.batch_size=0", "TrainConfig.batch_size = 0: must be at least 1"),
+    ("train.steps=0", "TrainConfig.steps = 0"),
+    ("train.lr=0", "TrainConfig.lr = 0: must be more than 0 and at most 1"),
+    ("train.lr=NaN", "TrainConfig.lr = nan: must be a finite number"),
+    ("train.weight_decay=-1", "TrainConfig.weight_decay = -1"),
+    ("train.warmup=-1", "TrainConfig.warmup = -1"),
+    ("train.ema_decay=1.5", "TrainConfig.ema_decay = 1.5"),
+    ("train.grad_clip=0", "TrainConfig.grad_clip = 0"),
+    ("train.ckpt_every=0", "TrainConfig.ckpt_every = 0"),
+    ("train.log_every=0", "TrainConfig.log_every = 0"),
+    ("train.seed=-1", "TrainConfig.seed = -1"),
+    ("train.heldout_fraction=1", "TrainConfig.heldout_fraction = 1: must be at least 0 and at most 0.9"),
+]
 CASES: list[tuple[str, str]] = [
     # collect
     ("collect --out {run}/c --frame-skip 0", "--frame-skip"),
@@ -212,6 +267,17 @@ CASES: list[tuple[str, str]] = [
     (WM_TRAIN + " --seed 99999999999999999999", "--seed"),
     (WM_TRAIN + " --cache {run}", "--cache {run}"),
     ("wm train --data {ds} --ae {ckpt} --out {run}/dit --preset huge", "--preset"),
+    # wm train --set, wm ablate --variant: the recipe's bounds and rules (world_model/config.py), checked on
+    # the autoencoder's 15x20 latent grid before any data is read
+    *[(f"{WM_TRAIN} --set {item}", f"--set '{item}': {why}") for item, why in RECIPE_CASES],
+    (ABLATE + " --variant ok a:dit.heads=3", "--variant a: 'dit.heads=3': DiTConfig.heads = 3: must divide"),
+    (ABLATE + " --variant a:dit.patch_size=7", "--variant a: 'dit.patch_size=7': DiTConfig.patch_size = 7"),
+    (ABLATE + " --variant a:dit.depth=1 --variant a:dit.depth=2", "--variant 'a:dit.depth=2': the name 'a'"),
+    ("wm bench --ckpt {bad_recipe} --frames 1", "{bad_recipe}/config.json: DiTConfig.heads = 3: must divide"),
+    (
+        "play --ckpt {bad_recipe} --headless --frames 2 --out {run}/x.mp4 --inputs {good}",
+        "{bad_recipe}/config.json: DiTConfig.heads = 3",
+    ),
     ("wm train --data {ds} --out {run}/dit", "--ae"),
     # wm train-ae, encode
     (TRAIN_AE + " --batch-size 0", "--batch-size"),
@@ -244,6 +310,7 @@ CASES: list[tuple[str, str]] = [
     ("wm bench --ckpt {cut_ae} --frames 1", "{cut_ae}/autoencoder.safetensors"),
     ("wm bench --ckpt {ckpt} --out {run}", "--out {run}: a folder"),
     ("wm bench --ckpt {bad_config}", "{bad_config}/config.json is not a checkpoint config"),
+    ("wm export --ckpt {ckpt} --out /proc/dreamdoom-x", "/proc/dreamdoom-x: cannot be written in /proc"),
     ("wm eval --ckpt {bad_config} --data {ds} --out {run}/eval", "{bad_config}/config.json"),
     ("play --ckpt {bad_config} --headless", "{bad_config}/config.json"),
     # play
@@ -443,3 +510,49 @@ def test_bench_steps_bound_is_the_envs():
 
     steps = next(f for f in fields(BenchArgs) if f.name == "steps")
     assert steps.metadata["cli"]["le"] == MAX_SAMPLING_STEPS
+
+
+# (command line, option, what it holds): an option that takes a list adds up when given again.
+REPEATED = [
+    (
+        "wm ablate --data d --ae a --heldout h --out o --variant a:dit.depth=1 --variant b:dit.depth=2 c",
+        "variant",
+        ("a:dit.depth=1", "b:dit.depth=2", "c"),
+    ),
+    (
+        "wm train --data d --ae a --out o --set dit.depth=1 --set dit.heads=2",
+        "set",
+        ("dit.depth=1", "dit.heads=2"),
+    ),
+    (
+        "pipeline --out o --only collect-random --only eval train-ae",
+        "only",
+        ("collect-random", "eval", "train-ae"),
+    ),
+    ("wm bench --ckpt c --steps 1,2 --steps 8", "steps", (1, 2, 8)),
+    ("play --bench 1 --bench 2,4", "bench", (1, 2, 4)),
+    ("wm train-ae --data d --out o --channels 8,16 --channels 32", "channels", (8, 16, 32)),
+]
+# ... while its first use replaces the default, and a scalar option keeps argparse's rule: the last one wins.
+NOT_ADDED = [
+    ("wm bench --ckpt c --steps 8", "steps", (8,)),
+    ("wm bench --ckpt c --frames 3 --frames 5", "frames", 5),
+    ("collect --out a --out b --episodes 2 --episodes 3", "episodes", 3),
+]
+
+
+def parsed(line: str, option: str):
+    from play.cli import build_parser
+
+    got = getattr(build_parser().parse_args(line.split()), option)
+    return tuple(got) if isinstance(got, list) else got
+
+
+@pytest.mark.parametrize("line, option, want", REPEATED, ids=[r[0] for r in REPEATED])
+def test_a_list_option_given_twice_adds_up(line, option, want):
+    assert parsed(line, option) == want
+
+
+@pytest.mark.parametrize("line, option, want", NOT_ADDED, ids=[r[0] for r in NOT_ADDED])
+def test_a_default_or_a_scalar_is_replaced_not_added_to(line, option, want):
+    assert parsed(line, option) == want

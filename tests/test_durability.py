@@ -3,6 +3,7 @@
 Each test reproduces a way data was lost or a command lied, on real files (and a real VizDoom where an
 engine is involved)."""
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -324,6 +325,21 @@ def test_a_failing_worker_leaves_no_engine(tmp_path, monkeypatch):
     assert not _gone_within(_tagged_engines(tag), 10) and not _tagged_engines(tag)
 
 
+def test_a_failing_worker_is_one_line_and_its_traceback_only_on_debug(tmp_path, capsys):
+    from agent.collect import CollectConfig, main
+
+    cfg = CollectConfig(str(tmp_path), "basic", "random", episodes=1, workers=1, seed=0, extra={"bad": {1}})
+    assert main(cfg) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "dreamdoom collect: worker 0 failed: TypeError: Object of type set is not JSON serializable"
+    )
+    assert main(cfg, debug=True) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "dreamdoom collect: worker 0 failed" in err.strip().splitlines()[-1]
+
+
 # --- 7. reruns do not copy episodes, and copies do not leak into the held-out split ----------------------
 
 
@@ -381,10 +397,114 @@ def test_an_agent_run_killed_in_its_first_minute_can_be_resumed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-        for pid in _tagged_engines(tag):  # agent train's engine is its child: clear what the kill left
-            os.kill(pid, signal.SIGKILL)
+    assert not _gone_within(_tagged_engines(tag), 15)  # the engine died with its trainer
     done = read_meta(run / "policy.zip")["num_timesteps"]
     assert 0 < done < 100000
     resumed = subprocess.run([*argv, "--steps", str(done + 32), "--resume"], env=env, capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert read_meta(run / "policy.zip")["num_timesteps"] >= done + 32
+
+
+def test_a_killed_agent_trainer_leaves_no_engine(tmp_path):
+    """`agent train` runs its engines as its own children (`--vec dummy`): a SIGKILL, which no handler sees,
+    must take them down too."""
+    tag = secrets.token_hex(8)
+    argv = [sys.executable, "-m", "play.cli", "agent", "train", "--scenario", "basic", "--envs", "2"]
+    argv += ["--n-steps", "32", "--steps", "100000", "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(
+        [*argv, "--no-progress"],
+        env=dict(os.environ, DREAMDOOM_TEST_TAG=tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(_tagged_engines(tag)) < 2:
+            time.sleep(0.1)
+        engines = _tagged_engines(tag)
+        assert len(engines) == 2, "the trainer's engines never started"
+        time.sleep(1.0)  # playing, not starting up
+    finally:
+        proc.kill()
+        proc.wait()
+    left = _gone_within(engines, 15)
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "VizDoom engines outlived their trainer"
+
+
+# --- 10. outputs are written whole or not at all ------------------------------------------------------------
+
+
+def _full_disk_for(monkeypatch, name_part: str) -> None:
+    """fsync of a file whose path holds `name_part` fails, as it does on a full disk."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if name_part in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> Path:
+    from world_model.checkpoint import make_untrained_checkpoint
+
+    return make_untrained_checkpoint(tmp_path_factory.mktemp("untrained") / "ckpt", preset="tiny")
+
+
+@pytest.mark.parametrize(
+    "command, name",
+    [
+        ("wm bench --ckpt {ckpt} --steps 1 --frames 1 --out {out}/bench.json", "bench"),
+        ("wm encode --data {data} --ae {ckpt} --out {out}/latents.safetensors", "latents"),
+        (
+            "wm eval --ckpt {ckpt} --data {data} --out {out} --no-engine --no-probe --transitions 2 "
+            "--rollouts 1 --horizon 2 --stability-frames 0",
+            "report.json",
+        ),
+    ],
+    ids=["bench", "latent cache", "eval report"],
+)
+def test_a_full_disk_leaves_the_earlier_output_whole(
+    dataset, untrained, tmp_path, monkeypatch, capsys, command, name
+):
+    argv = command.format(ckpt=untrained, data=dataset, out=tmp_path).split()
+    assert main(argv) == 0
+    written = next(p for p in tmp_path.iterdir() if p.name.startswith(name.split(".")[0]))
+    before = written.read_bytes()
+    capsys.readouterr()
+    _full_disk_for(monkeypatch, name)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("No space left on device")
+    assert written.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temp file left behind
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_checked_file_a_kill_interrupted_still_matches_its_checksum(tmp_path, monkeypatch, when):
+    """A kill just before or just after the new file takes the name leaves a file its sidecar vouches for."""
+    from data import durable
+
+    path = tmp_path / "policy.zip"
+    durable.write_checked(path, lambda tmp: tmp.write_bytes(b"old"))
+    real = durable.publish
+
+    def killed(tmp, dst, exclusive):  # the kill lands at the rename of the file itself, not of its sidecar
+        if dst != path or when == "after":
+            real(tmp, dst, exclusive)
+        if dst == path:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(durable, "publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        durable.write_checked(path, lambda tmp: tmp.write_bytes(b"new"))
+    assert path.read_bytes() == (b"new" if when == "after" else b"old")
+    assert durable.checksum_error(path) is None
+    monkeypatch.undo()
+    durable.write_checked(path, lambda tmp: tmp.write_bytes(b"newer"))
+    assert durable.checksum_path(path).read_text().count("\n") == 1  # only the file that is there
+    path.write_bytes(b"nEwer")
+    assert "checksum mismatch" in durable.checksum_error(path)

@@ -29,3 +29,32 @@ def test_tiny_pipeline_end_to_end_then_resumes(tmp_path, capsys):
     assert main(["pipeline", "--preset", "tiny", "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("skipped") == len(names)
     assert main(["pipeline", "--preset", "cpu", "--out", str(out)]) == 2
+
+
+def test_an_interrupted_training_resumes_only_from_a_checkpoint_it_saved(tmp_path):
+    """A training killed before its first save is started again (keeping its folder: the latent cache), not
+    run with --resume, which would stop the pipeline there."""
+    from play.pipeline import run
+    from world_model.checkpoint import make_untrained_checkpoint
+
+    out = tmp_path / "pipe"
+    ran: list[list[str]] = []
+
+    def dreamdoom(argv: list[str]) -> int:
+        ran.append(argv)
+        return 0
+
+    (out / "agent").mkdir(parents=True)  # killed before policy.zip was first saved
+    (out / "dit").mkdir()
+    (out / "dit" / "latents.safetensors").write_bytes(b"the encoded cache")  # killed before the first save
+    assert run("tiny", out, dreamdoom, only=["agent-train", "train-dit"]) == 0
+    assert [a[:2] for a in ran] == [["agent", "train"], ["wm", "train"]]
+    assert not any("--resume" in a for a in ran)
+    assert (out / "dit" / "latents.safetensors").exists()
+
+    ran.clear()
+    (out / "stages.json").unlink()
+    (out / "agent" / "policy.zip").write_bytes(b"a saved policy")
+    make_untrained_checkpoint(out / "dit" / "ckpt", preset="tiny")
+    assert run("tiny", out, dreamdoom, only=["agent-train", "train-dit"]) == 0
+    assert [a[-1] for a in ran] == ["--resume", "--resume"]

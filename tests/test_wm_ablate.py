@@ -28,7 +28,7 @@ def test_overrides_change_the_named_fields_and_nothing_else():
     [
         ("dit.actions_tokens=true", ["has no field 'actions_tokens'", "action_tokens"]),
         ("dit.context_len=two", ["DiTConfig.context_len", "want an integer"]),
-        ("diffusion.prediction=z", ["prediction 'z'", "choose one of"]),
+        ("diffusion.prediction=z", ["prediction = 'z'", "choose one of"]),
         ("ae.channels=[8,16]", ["section 'ae'"]),
         ("context_len=2", ["SECTION.FIELD=VALUE"]),
     ],

@@ -140,5 +140,6 @@ def test_train_ae_cli_overrides_widths_latent_and_gradient_loss(tmp_path, rng, c
     assert (ae.cfg.channels, ae.cfg.latent_channels, ae.cfg.grad_loss) == ((4, 8, 8), 2, 0.5)
     assert config["ae"]["grad_loss"] == 0.5
     assert main(["wm", "train-ae", "--data", str(ds), "--out", str(tmp_path / "b"), "--channels", "8"]) != 0
-    assert "--channels 8: want at least two widths" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--channels 8 (preset cpu): AEConfig.channels = (8,): want at least two widths" in err
     assert not (tmp_path / "b").exists()

@@ -354,7 +354,7 @@ def test_prediction_is_saved_in_the_checkpoint_and_a_bad_one_is_a_clear_error(tm
     config.pop("files")  # edited by hand: no longer the recorded bytes
     (tmp_path / "edm" / "config.json").write_text(json.dumps(config))
     with pytest.raises(
-        ValueError, match=r"edm/config.json: bad DiffusionConfig.*'flow'.*\['v', 'x0', 'eps', 'edm'\]"
+        ValueError, match=r"edm/config.json: DiffusionConfig.prediction = 'flow'.*\['v', 'x0', 'eps', 'edm'\]"
     ):
         load_world_model(tmp_path / "edm")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from data.cli_args import MAX_SEED, UsageError, arg
-from world_model.config import PRESETS, apply_overrides, get_preset
+from world_model.config import PRESETS
 
 SHEET_HORIZONS = (1, 4, 16, 64)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -61,8 +61,11 @@ class AblateArgs:
     seed: int = arg(0, "seed of initialisation, batches and sampling", ge=0, le=MAX_SEED)
 
 
-def parse_variants(items: tuple[str, ...], preset: str) -> list[tuple[str, tuple[str, ...]]]:
-    """[(name, overrides)], each override checked against the preset now, before any training."""
+def parse_variants(items: tuple[str, ...], preset: str, ae: str) -> list[tuple[str, tuple[str, ...]]]:
+    """[(name, overrides)], each override checked now against the preset on autoencoder `ae`'s latent grid,
+    before any training."""
+    from world_model.checkpoint import recipe_for
+
     out, seen = [], set()
     for item in items:
         name, _, rest = item.partition(":")
@@ -72,10 +75,7 @@ def parse_variants(items: tuple[str, ...], preset: str) -> list[tuple[str, tuple
             raise UsageError(f"--variant {item!r}: the name {name!r} is given twice")
         seen.add(name)
         overrides = tuple(p.strip() for p in rest.split(",") if p.strip())
-        try:
-            apply_overrides(get_preset(preset), overrides, option=f"--variant {name}:")
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        recipe_for(preset, overrides, ae, option=f"--variant {name}:")
         out.append((name, overrides))
     return out
 
@@ -215,7 +215,7 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
     from world_model.evaluate import EvalArgs, evaluate
     from world_model.train import UNBOUNDED_STEPS, TrainArgs, train
 
-    variants = parse_variants(a.variant, a.preset)
+    variants = parse_variants(a.variant, a.preset, a.ae)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "latents.safetensors"  # one encoding of the data for every variant

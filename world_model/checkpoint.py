@@ -19,13 +19,13 @@ its own kind, and `check_out` refuses, before any work, an `--out` that would.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,13 +33,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
-from data.durable import fsync_dir, write_atomic
+from data.durable import fsync_dir, fsync_file, sha256_of, write_atomic
 from world_model.autoencoder import Autoencoder
 from world_model.config import (
     AEConfig,
+    ConfigError,
     DiffusionConfig,
     DiTConfig,
+    Preset,
     TrainConfig,
+    apply_overrides,
     from_dict,
     get_preset,
     to_dict,
@@ -60,14 +63,6 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_file(path: Path, config: dict) -> None:
     """The file's size and SHA-256 must be those config.json recorded (checkpoints from before these
     records are loaded unchecked)."""
@@ -78,7 +73,7 @@ def _check_file(path: Path, config: dict) -> None:
         size = path.stat().st_size
     except OSError as e:
         raise CheckpointError(f"{path}: missing or unreadable ({e})") from e
-    if size != record.get("bytes") or _sha256(path) != record.get("sha256"):
+    if size != record.get("bytes") or sha256_of(path) != record.get("sha256"):
         raise CheckpointError(
             f"{path}: checksum mismatch with {CONFIG_NAME}; the file is damaged or was replaced"
         )
@@ -210,17 +205,12 @@ def recover(folder: str | Path) -> Path | None:
 
 def _save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     save_file(state, str(path))
-    _fsync_file(path)
+    fsync_file(path)
 
 
 def _save_object(path: Path, obj: object) -> None:
     torch.save(obj, path)
-    _fsync_file(path)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+    fsync_file(path)
 
 
 def _refuse_foreign(folder: Path, kind: str) -> None:
@@ -258,7 +248,7 @@ def _write_folder(
     for name, obj in (extra or {}).items():
         _save_object(tmp / name, obj)
     files = sorted(p for p in tmp.iterdir())
-    config = {**config, "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
+    config = {**config, "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}}
     write_atomic(tmp / CONFIG_NAME, json.dumps(config, indent=2).encode())  # last: marks the copy complete
     if folder.exists():
         _rename(folder, old)
@@ -286,8 +276,10 @@ def check_out(
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CheckpointError(f"{folder}: cannot create its folder ({e})") from e
-    if not os.access(folder.parent, os.W_OK):
-        raise CheckpointError(f"{folder.parent}: not writable")
+    try:  # by writing: permission bits do not tell (root, read-only mounts, /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{folder.name}.probe", dir=folder.parent))
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot be written in {folder.parent} ({e.strerror})") from None
 
 
 def _resolve(folder: Path) -> Path:
@@ -416,12 +408,15 @@ def load_world_model(
         dit_cfg = from_dict(DiTConfig, config["dit"], where)
         diffusion = from_dict(DiffusionConfig, config["diffusion"], where)
         train = from_dict(TrainConfig, config["train"], where)
+        Preset(from_dict(AEConfig, config["ae"], where), dit_cfg, diffusion, train)  # the rules between them
         resolution = (int(config["resolution"][0]), int(config["resolution"][1]))
         frame_skip = int(config["frame_skip"])
     except (KeyError, TypeError, IndexError) as e:
         raise CheckpointError(f"{where}: malformed world-model config, missing or bad {e}") from e
     except ActionContractError as e:
         raise CheckpointError(str(e)) from e
+    except ConfigError as e:
+        raise e.at(where) from None
     if tuple(dit_cfg.action_sizes) != tuple(spec.sizes):
         raise CheckpointError(
             f"{where}: DiT action sizes {dit_cfg.action_sizes} disagree with its contract {spec.sizes}"
@@ -495,21 +490,46 @@ def check_data_fits(
 
 
 def dit_config_for(
-    preset_dit: DiTConfig, ae: Autoencoder, resolution: tuple[int, int], action_spec: ActionSpec
+    preset_dit: DiTConfig, ae: Autoencoder | AEConfig, resolution: tuple[int, int], action_spec: ActionSpec
 ) -> DiTConfig:
-    """The DiT config of a preset, fitted to the autoencoder's latent grid and the action contract."""
+    """The DiT config of a preset, fitted to the autoencoder's latent grid and the action contract (its
+    rules, such as the patch fitting the grid, checked on that grid)."""
+    cfg = ae.cfg if isinstance(ae, Autoencoder) else ae
     w, h = resolution
-    d = ae.cfg.downsample
+    d = cfg.downsample
     if w % d or h % d:
         raise CheckpointError(f"resolution {w}x{h} is not divisible by the autoencoder's {d}x downsampling")
     return DiTConfig(
         **{
             **to_dict(preset_dit),
-            "latent_channels": ae.cfg.latent_channels,
+            "latent_channels": cfg.latent_channels,
             "latent_size": (h // d, w // d),
             "action_sizes": tuple(action_spec.sizes),
         }
     )
+
+
+def recipe_for(preset: str, items: tuple[str, ...], ae_folder: str | Path, option: str = "--set") -> Preset:
+    """Preset `preset` with the override `items`, its DiT on the latent grid of the autoencoder in
+    `ae_folder`, read from its config.json alone: every recipe value meets its bounds and rules, on the grid
+    it will train on, before any weights or data are read. A refusal names the item (or the preset)."""
+    folder = _resolve(Path(ae_folder))
+    config = read_config(folder)
+    where = str(folder / CONFIG_NAME)
+    try:
+        ae = from_dict(AEConfig, config["ae"], where)
+        spec = ActionSpec.from_dict(config["action_contract"], where)
+        resolution = (int(config["resolution"][0]), int(config["resolution"][1]))
+    except (KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{where}: malformed autoencoder config, missing or bad {e}") from e
+    except ActionContractError as e:
+        raise CheckpointError(str(e)) from e
+    base = get_preset(preset)
+    try:
+        base = replace(base, dit=dit_config_for(base.dit, ae, resolution, spec))
+    except ConfigError as e:
+        raise e.at(f"--preset {preset} on the autoencoder {ae_folder}") from None
+    return apply_overrides(base, items, option)
 
 
 def make_untrained_checkpoint(

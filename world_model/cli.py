@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from data.cli import dataset_folder, output_file, output_folder
 from data.cli_args import MAX_SEED, JsonOutput, UsageError, arg, build, check_device
-from world_model.config import PRESETS
+from world_model.config import MAX_SAMPLING_STEPS, PRESETS, AEConfig, bounds_of
 
 
 @dataclass
@@ -25,18 +25,30 @@ class TrainAEArgs:
     out: str = arg(help="autoencoder folder to write")
     overwrite: bool = arg(False, "replace the autoencoder already in --out")
     preset: str = arg("cpu", "model and training preset", choices=sorted(PRESETS))
-    steps: int | None = arg(None, "override the preset's training steps", ge=1)
-    decoder_steps: int | None = arg(None, "override the preset's decoder fine-tuning steps", ge=0)
-    batch_size: int | None = arg(None, "override the preset's batch size", ge=1)
+    steps: int | None = arg(None, "override the preset's training steps", **bounds_of(AEConfig, "steps"))
+    decoder_steps: int | None = arg(
+        None, "override the preset's decoder fine-tuning steps", **bounds_of(AEConfig, "decoder_steps")
+    )
+    batch_size: int | None = arg(
+        None, "override the preset's batch size", **bounds_of(AEConfig, "batch_size")
+    )
     crop: int | None = arg(
-        None, "crop size, a multiple of the autoencoder's downsampling (0: whole frames)", ge=0
+        None,
+        "crop size, a multiple of the autoencoder's downsampling (0: whole frames)",
+        **bounds_of(AEConfig, "crop"),
     )
     channels: tuple[int, ...] | None = arg(
-        None, "override the preset's widths, e.g. 16,32,64: one 2x downsampling between entries", ge=1
+        None,
+        "override the preset's widths, e.g. 16,32,64: one 2x downsampling between entries",
+        **bounds_of(AEConfig, "channels"),
     )
-    latent_channels: int | None = arg(None, "override the preset's latent channels", ge=1)
+    latent_channels: int | None = arg(
+        None, "override the preset's latent channels", **bounds_of(AEConfig, "latent_channels")
+    )
     grad_loss: float | None = arg(
-        None, "override the preset's weight of the L1 loss on image gradients", ge=0
+        None,
+        "override the preset's weight of the L1 loss on image gradients",
+        **bounds_of(AEConfig, "grad_loss"),
     )
     every: int = arg(2, "use every n-th frame of the training episodes", ge=1)
     max_frames: int = arg(40000, "at most this many training frames in memory", ge=1)
@@ -60,8 +72,7 @@ class EncodeArgs:
 @dataclass
 class BenchArgs:
     ckpt: str = arg(help="world-model checkpoint folder")
-    # le: world_model.env.MAX_SAMPLING_STEPS (a test keeps them equal; importing it here would load torch)
-    steps: tuple[int, ...] = arg((1, 2, 4), "comma-separated DDIM step counts", ge=1, le=64)
+    steps: tuple[int, ...] = arg((1, 2, 4), "comma-separated DDIM step counts", ge=1, le=MAX_SAMPLING_STEPS)
     frames: int = arg(100, "timed steps per setting", ge=1)
     out: str | None = arg(None, "also write the JSON here")
     device: str | None = arg(None, "cpu or cuda (default: cuda when available)")
@@ -106,19 +117,16 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
     a = build(TrainAEArgs, args)
     dataset_folder(a.data, "--data")
     output_folder(a.out)
-    from world_model.config import get_preset, to_dict
+    from world_model.config import ConfigError, get_preset, to_dict
 
-    cfg = get_preset(a.preset).ae
-    for name in ("steps", "decoder_steps", "batch_size", "crop", "channels", "latent_channels", "grad_loss"):
-        if getattr(a, name) is not None:
-            setattr(cfg, name, getattr(a, name))
-    if len(cfg.channels) < 2:
-        widths = ",".join(map(str, cfg.channels))
-        raise UsageError(f"--channels {widths}: want at least two widths (one downsampling)")
-    if cfg.crop % cfg.downsample:
-        raise UsageError(
-            f"--crop {cfg.crop}: must be 0 or a multiple of {cfg.downsample} (the {a.preset} preset)"
-        )
+    names = ("steps", "decoder_steps", "batch_size", "crop", "channels", "latent_channels", "grad_loss")
+    given = {n: getattr(a, n) for n in names if getattr(a, n) is not None}
+    try:
+        cfg = replace(get_preset(a.preset).ae, **given)
+    except ConfigError as e:
+        shown = {n: ",".join(map(str, v)) if isinstance(v, tuple) else v for n, v in given.items()}
+        options = " ".join(f"--{n.replace('_', '-')} {v}" for n, v in shown.items())
+        raise UsageError(f"{options} (preset {a.preset}): {e}") from None
     device = _setup(args, a.device)
     from world_model.checkpoint import check_out
 
@@ -180,12 +188,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         output_file(a.cache, "--cache", suffixes=(".safetensors",))
     if a.set and a.resume:
         raise UsageError("--set with --resume: a run keeps the recipe saved in its checkpoint")
-    from world_model.config import apply_overrides, get_preset
+    from world_model.checkpoint import recipe_for
 
-    try:
-        apply_overrides(get_preset(a.preset), a.set)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    recipe_for(a.preset, a.set, a.ae)  # every recipe value checked on the autoencoder's grid, before any data
     _setup(args, a.device)
     from world_model.train import check_run_folder
 
@@ -238,7 +243,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = bench(a.ckpt, steps=list(a.steps), device=device, frames=a.frames, seed=a.seed)
     print(json.dumps(result, indent=2) if build(JsonOutput, args).json else format_bench(result))
     if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2))
+        from data.durable import write_atomic
+
+        write_atomic(a.out, json.dumps(result, indent=2).encode())
     return 0
 
 
@@ -258,7 +265,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if a.probe_data:
         dataset_folder(a.probe_data, "--probe-data")
     output_folder(a.out)
-    parse_variants(a.variant, a.preset)  # every recipe checked before the first one trains
+    parse_variants(a.variant, a.preset, a.ae)  # every recipe checked before the first one trains
     _setup(args, a.device)
     ablate(a, engine_factory=args.engine_factory)
     return 0

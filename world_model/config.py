@@ -6,7 +6,50 @@ describes itself; presets only choose the starting values.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+
+from data.cli_args import MAX_SEED, bound_error
+
+MAX_SAMPLING_STEPS = 64  # denoising steps a sampler may be asked for (play, eval, bench)
+
+
+class ConfigError(ValueError):
+    """A recipe value outside the bounds declared beside its field, or breaking a rule between fields; the
+    message names the field and the rule."""
+
+    def at(self, where: str) -> ConfigError:
+        """This error with its message starting with `where` (once): the item or file the value came from."""
+        return self if str(self).startswith(where) else ConfigError(f"{where}: {self}")
+
+
+BOUNDS = "bounds"  # the field metadata key of a value's bounds
+
+
+def bounded(default, *, ge: float | None = None, gt: float | None = None, le: float | None = None):
+    """A config field whose value (each value, for a tuple) must lie within the bounds, checked whenever the
+    config is built. A field declared without them is only checked to be a finite number."""
+    return field(default=default, metadata={BOUNDS: {"ge": ge, "gt": gt, "le": le}})
+
+
+def bounds_of(cls, name: str) -> dict:
+    """The bounds declared beside field `name` of config `cls` (for a command-line option that sets it)."""
+    return dict(next(f for f in fields(cls) if f.name == name).metadata.get(BOUNDS, {}))
+
+
+def check(cfg) -> None:
+    """Every field of `cfg` within its bounds, then `cfg.rules()`, the rules between its fields (they may
+    rely on the bounds); the first value that breaks one is a ConfigError."""
+    name = type(cfg).__name__
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                why = bound_error(v, **f.metadata.get(BOUNDS, {}), got=False)
+                if why:
+                    raise ConfigError(f"{name}.{f.name} = {value!r}: {why}")
+    for key, holds, rule in cfg.rules() if hasattr(cfg, "rules") else ():
+        if not holds:
+            raise ConfigError(f"{name}.{key} = {getattr(cfg, key)!r}: {rule}")
 
 
 @dataclass
@@ -14,20 +57,35 @@ class AEConfig:
     """Convolutional autoencoder: one stride-2 stage between consecutive entries of `channels`, so four
     entries downsample 8x and three 4x."""
 
-    channels: tuple[int, ...] = (8, 16, 32, 64)  # width at full resolution, then after each 2x downsampling
-    latent_channels: int = 8  # channels of the latent grid
-    latent_noise: float = (
-        0.1  # std of noise added to (scaled) latents in training: the decoder learns to forgive
-    )
-    steps: int = 3000  # training steps of the first stage (encoder + decoder)
-    decoder_steps: int = 1000  # decoder-only fine-tuning steps on pixel MSE (GameNGen, sec. 3.3.2)
-    batch_size: int = 32
-    crop: int = 32  # train on random crops of this size (0: whole frames)
-    lr: float = 1e-3
+    # width at full resolution, then after each 2x downsampling
+    channels: tuple[int, ...] = bounded((8, 16, 32, 64), ge=1)
+    latent_channels: int = bounded(8, ge=1)  # channels of the latent grid
+    # std of noise added to (scaled) latents in training: the decoder learns to forgive
+    latent_noise: float = bounded(0.1, ge=0)
+    steps: int = bounded(3000, ge=1)  # training steps of the first stage (encoder + decoder)
+    # decoder-only fine-tuning steps on pixel MSE (GameNGen, sec. 3.3.2)
+    decoder_steps: int = bounded(1000, ge=0)
+    batch_size: int = bounded(32, ge=1)
+    crop: int = bounded(32, ge=0)  # train on random crops of this size (0: whole frames)
+    lr: float = bounded(1e-3, gt=0, le=1)
     # Weight of an L1 loss on the reconstruction's finite differences against the frame's: MSE and L1
     # on pixels are content with a blurred edge, this term is not. 0: the pixel losses alone (the
     # checkpoints trained before it existed).
-    grad_loss: float = 0.0
+    grad_loss: float = bounded(0.0, ge=0)
+
+    def __post_init__(self):
+        check(self)
+
+    def rules(self) -> list[tuple[str, bool, str]]:
+        """(field, holds, rule) between fields."""
+        return [
+            ("channels", len(self.channels) >= 2, "want at least two widths (one downsampling)"),
+            (
+                "crop",
+                self.crop % self.downsample == 0,
+                f"must be 0 or a multiple of the {self.downsample}x downsampling of channels {self.channels}",
+            ),
+        ]
 
     @property
     def downsample(self) -> int:
@@ -38,18 +96,18 @@ class AEConfig:
 class DiTConfig:
     """Action-conditioned DiT over latent grids (Peebles & Xie 2023, adaLN-Zero)."""
 
-    latent_channels: int = 8
-    latent_size: tuple[int, int] = (15, 20)  # (h, w) of the latent grid
-    context_len: int = 4  # K past frames
-    patch_size: int = 2
-    hidden: int = 128
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
-    action_sizes: tuple[int, ...] = (3, 3, 7, 2, 2)  # values per action field (from the action contract)
-    noise_buckets: int = (
-        10  # context-noise levels the model is told about; bucket `noise_buckets` = context dropped
-    )
+    latent_channels: int = bounded(8, ge=1)
+    latent_size: tuple[int, int] = bounded((15, 20), ge=1)  # (h, w) of the latent grid
+    context_len: int = bounded(4, ge=1)  # K past frames
+    patch_size: int = bounded(2, ge=1)
+    hidden: int = bounded(128, ge=4)
+    depth: int = bounded(4, ge=1)
+    heads: int = bounded(4, ge=1)
+    mlp_ratio: float = bounded(4.0, gt=0)
+    # values per action field (from the action contract)
+    action_sizes: tuple[int, ...] = bounded((3, 3, 7, 2, 2), ge=1)
+    # context-noise levels the model is told about; bucket `noise_buckets` = context dropped
+    noise_buckets: int = bounded(10, ge=1)
     # How the actions reach the prediction. adaLN alone (False) sums them into the one conditioning
     # vector that scales and shifts every token alike; True also gives the attention K+1 action tokens
     # (one per window position) that every image token can read. Checkpoints saved before the setting
@@ -60,6 +118,28 @@ class DiTConfig:
     # reads the action through its own content, not only through a gain and shift shared by all. Checkpoints
     # saved before the setting existed load as False.
     action_input: bool = False
+
+    def __post_init__(self):
+        check(self)
+
+    def rules(self) -> list[tuple[str, bool, str]]:
+        """(field, holds, rule) between fields."""
+        h, w = self.latent_size
+        p = self.patch_size
+        padded = -(-h // p) * p * -(-w // p) * p
+        return [
+            ("heads", self.hidden % self.heads == 0, f"must divide hidden ({self.hidden}): heads split it"),
+            # sincos_2d: half the channels embed each axis, each half as sines and cosines
+            ("hidden", self.hidden % 4 == 0, "must be a multiple of 4 (its 2-D sine-cosine position code)"),
+            # The patch fits the latent grid: a power of two as in DiT (2, 4, 8), no wider than the grid, and
+            # padding the grid to whole patches leaves at least half of the tokens' cells real latent.
+            (
+                "patch_size",
+                p & (p - 1) == 0 and p <= min(h, w) and 2 * h * w >= padded,
+                f"the patch must fit the {h}x{w} latent grid: a power of two, at most {min(h, w)}, "
+                "and the grid padded to whole patches at most half padding",
+            ),
+        ]
 
 
 PREDICTIONS = ("v", "x0", "eps", "edm")  # what the DiT outputs; see world_model/diffusion.py
@@ -72,8 +152,9 @@ class DiffusionConfig:
     # v, x0, eps (cosine schedule, DDIM) or edm (Karras preconditioning, Euler). Checkpoints saved before
     # this field existed were trained on v, so a config.json without it loads as v.
     prediction: str = "v"
-    sampling_steps: int = 2  # default sampling steps at play time
-    context_noise_max: float = 0.7  # GameNGen sec. 3.2.1: noise up to 0.7 on the context in training
+    sampling_steps: int = bounded(2, ge=1, le=MAX_SAMPLING_STEPS)  # default sampling steps at play time
+    # GameNGen sec. 3.2.1: noise up to 0.7 on the context in training
+    context_noise_max: float = bounded(0.7, ge=0)
     context_noise: bool = True  # False: the ablation without context noise augmentation
     # Diffuse the change from the last context latent instead of the latent itself: a model that
     # predicts zero copies the last frame, so learning starts from that baseline rather than from noise.
@@ -82,48 +163,65 @@ class DiffusionConfig:
     # checkpoints trained before the setting existed), or from the clean one (True): then predicting zero
     # copies the last frame exactly, and a rollout does not gather the sampler's context noise.
     clean_residual: bool = False
-    sample_context_bucket: int = 1  # bucket of the small noise level applied to the context when sampling
-    context_drop_prob: float = 0.1  # context replaced by zeros with this probability (for CFG)
+    # bucket of the small noise level applied to the context when sampling (below DiTConfig.noise_buckets)
+    sample_context_bucket: int = bounded(1, ge=0)
+    # context replaced by zeros with this probability (for CFG)
+    context_drop_prob: float = bounded(0.1, ge=0, le=1)
     # Each sampled latent is clamped to [-latent_clip, latent_clip] (the latents are scaled to unit variance;
     # real ones stay within about +-8): a rollout cannot drift into values the decoder never saw. 0: off.
-    latent_clip: float = 0.0
+    latent_clip: float = bounded(0.0, ge=0)
     # The ego-motion prior (world_model/egomotion.py): the change is taken from the last latent turned by the
     # current action's turn, a column remap of the view, instead of from the last latent as it is. Predicting
     # zero then follows the player's turn exactly. Checkpoints saved before the setting existed load as False.
     ego_warp: bool = False
-    guidance: float = 1.0  # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)
+    # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)
+    guidance: float = bounded(1.0, ge=0)
     # CFG on the action: in training the actions are dropped (the model is told "no action") with this
     # probability; at sampling the prediction is pushed away from the no-action one by `action_guidance`.
-    action_drop_prob: float = 0.0
-    action_guidance: float = 1.0  # 1.0 = no action guidance
+    action_drop_prob: float = bounded(0.0, ge=0, le=1)
+    action_guidance: float = bounded(1.0, ge=0)  # 1.0 = no action guidance
     # EDM only (Karras et al. 2022; DIAMOND's values but sigma_data: our latents are scaled to unit variance).
-    edm_sigma_data: float = 1.0  # std of the clean target the preconditioning assumes
+    edm_sigma_data: float = bounded(1.0, gt=0)  # std of the clean target the preconditioning assumes
     edm_p_mean: float = -0.4  # training noise levels: ln(sigma) ~ N(p_mean, p_std^2)
-    edm_p_std: float = 1.2
-    edm_sigma_min: float = 2e-3  # sampling noise levels: sigma_max to sigma_min, spaced by rho, then 0
-    edm_sigma_max: float = 5.0
-    edm_rho: float = 7.0
+    edm_p_std: float = bounded(1.2, gt=0)
+    # sampling noise levels: sigma_max to sigma_min, spaced by rho, then 0
+    edm_sigma_min: float = bounded(2e-3, gt=0)
+    edm_sigma_max: float = bounded(5.0, gt=0)
+    edm_rho: float = bounded(7.0, gt=0)
 
     def __post_init__(self):
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"diffusion prediction {self.prediction!r}: choose one of {list(PREDICTIONS)}")
+        check(self)
+
+    def rules(self) -> list[tuple[str, bool, str]]:
+        """(field, holds, rule) between fields."""
+        return [
+            ("prediction", self.prediction in PREDICTIONS, f"choose one of {list(PREDICTIONS)}"),
+            (
+                "edm_sigma_min",
+                self.edm_sigma_min < self.edm_sigma_max,
+                f"must be below edm_sigma_max ({self.edm_sigma_max:g})",
+            ),
+        ]
 
 
 @dataclass
 class TrainConfig:
     """DiT training loop."""
 
-    steps: int = 20000
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    warmup: int = 200
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    ckpt_every: int = 500
-    log_every: int = 50
-    seed: int = 0
-    heldout_fraction: float = 0.1
+    steps: int = bounded(20000, ge=1)
+    batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(3e-4, gt=0, le=1)
+    weight_decay: float = bounded(0.01, ge=0)
+    warmup: int = bounded(200, ge=0)
+    ema_decay: float = bounded(0.999, ge=0, le=1)
+    grad_clip: float = bounded(1.0, gt=0)
+    ckpt_every: int = bounded(500, ge=1)
+    log_every: int = bounded(50, ge=1)
+    seed: int = bounded(0, ge=0, le=MAX_SEED)
+    heldout_fraction: float = bounded(0.1, ge=0, le=0.9)
+
+    def __post_init__(self):
+        check(self)
 
 
 @dataclass
@@ -132,6 +230,14 @@ class Preset:
     dit: DiTConfig
     diffusion: DiffusionConfig
     train: TrainConfig
+
+    def __post_init__(self):
+        buckets = self.dit.noise_buckets
+        if self.diffusion.sample_context_bucket >= buckets:  # bucket `noise_buckets` means "context dropped"
+            raise ConfigError(
+                f"DiffusionConfig.sample_context_bucket = {self.diffusion.sample_context_bucket}: "
+                f"must be below DiTConfig.noise_buckets ({buckets})"
+            )
 
 
 PRESETS: dict[str, Preset] = {
@@ -189,12 +295,15 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _copy(p: Preset) -> Preset:
+    """A copy, so that callers can edit its fields without touching the original."""
+    return Preset(*(type(c)(**asdict(c)) for c in (p.ae, p.dit, p.diffusion, p.train)))
+
+
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"--preset {name!r}: unknown, choose one of {sorted(PRESETS)}")
-    p = PRESETS[name]
-    # Copies, so callers can edit fields without touching the registry.
-    return Preset(*(type(c)(**asdict(c)) for c in (p.ae, p.dit, p.diffusion, p.train)))
+    return _copy(PRESETS[name])
 
 
 OVERRIDABLE = ("dit", "diffusion", "train")  # the preset sections `wm train --set` may change
@@ -208,9 +317,9 @@ def parse_override(item: str, option: str = "--set") -> tuple[str, str, object]:
     key, eq, text = item.partition("=")
     section, dot, name = key.strip().partition(".")
     if not eq or not dot or not name or not text.strip():
-        raise ValueError(f"{option} {item!r}: want SECTION.FIELD=VALUE, e.g. diffusion.prediction=x0")
+        raise ConfigError(f"{option} {item!r}: want SECTION.FIELD=VALUE, e.g. diffusion.prediction=x0")
     if section not in OVERRIDABLE:
-        raise ValueError(f"{option} {item!r}: section {section!r} is not one of {list(OVERRIDABLE)}")
+        raise ConfigError(f"{option} {item!r}: section {section!r} is not one of {list(OVERRIDABLE)}")
     try:
         value = json.loads(text)
     except ValueError:
@@ -219,18 +328,20 @@ def parse_override(item: str, option: str = "--set") -> tuple[str, str, object]:
 
 
 def apply_overrides(preset: Preset, items: tuple[str, ...] | list[str], option: str = "--set") -> Preset:
-    """A copy of `preset` with "section.field=value" items applied, each checked like a saved config:
-    an unknown field or a value of the wrong type is an error that names the item."""
-    out = Preset(*(type(c)(**asdict(c)) for c in (preset.ae, preset.dit, preset.diffusion, preset.train)))
+    """A copy of `preset` with "section.field=value" items applied, each checked like a saved config: an
+    unknown field, a value of the wrong type, out of its bounds or breaking a rule is a ConfigError that
+    names the item."""
+    out = _copy(preset)
     for item in items:
         section, name, value = parse_override(item, option)
-        cfg = getattr(out, section)
+        cfg, where = getattr(out, section), f"{option} {item!r}"
         if name not in {f.name for f in fields(cfg)}:
             known = ", ".join(f.name for f in fields(cfg))
-            raise ValueError(
-                f"{option} {item!r}: {type(cfg).__name__} has no field {name!r} (it has {known})"
-            )
-        setattr(out, section, from_dict(type(cfg), {**asdict(cfg), name: value}, f"{option} {item!r}"))
+            raise ConfigError(f"{where}: {type(cfg).__name__} has no field {name!r} (it has {known})")
+        try:
+            out = replace(out, **{section: from_dict(type(cfg), {**asdict(cfg), name: value}, where)})
+        except ConfigError as e:
+            raise e.at(where) from None
     return out
 
 
@@ -259,11 +370,12 @@ def _type_mismatch(default, value) -> str | None:
 
 
 def from_dict(cls, d: dict, where: str):
-    """Rebuild a config dataclass from JSON; unknown or missing keys are a clear error."""
+    """Rebuild a config dataclass from JSON, its bounds and rules checked; unknown keys or a value of the
+    wrong type are a ConfigError too."""
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names
     if unknown:
-        raise ValueError(f"{where}: unknown {cls.__name__} fields {sorted(unknown)}")
+        raise ConfigError(f"{where}: unknown {cls.__name__} fields {sorted(unknown)}")
     kwargs = {}
     for f in fields(cls):
         if f.name in d:
@@ -271,14 +383,18 @@ def from_dict(cls, d: dict, where: str):
             kwargs[f.name] = tuple(v) if isinstance(v, list) else v
             why = _type_mismatch(f.default, kwargs[f.name])
             if why:
-                raise ValueError(f"{where}: {cls.__name__}.{f.name} = {v!r}: {why}")
+                raise ConfigError(f"{where}: {cls.__name__}.{f.name} = {v!r}: {why}")
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as e:  # ValueError: a field's bounds, checked in __post_init__
-        raise ValueError(f"{where}: bad {cls.__name__}: {e}") from e
+    except (TypeError, ValueError) as e:  # ValueError: a field's bounds or rules (ConfigError)
+        raise ConfigError(f"{where}: {e}") from e
 
 
 __all__ = [
+    "ConfigError",
+    "bounded",
+    "bounds_of",
+    "check",
     "AEConfig",
     "DiTConfig",
     "DiffusionConfig",

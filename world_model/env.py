@@ -18,8 +18,7 @@ from data.windows import window_indices
 from world_model.autoencoder import to_tensor
 from world_model.capture import PlayStep, autocast_for
 from world_model.checkpoint import WorldModelCheckpoint, load_world_model
-
-MAX_SAMPLING_STEPS = 64
+from world_model.config import MAX_SAMPLING_STEPS
 
 
 class WorldModelEnv:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from data.actions import ActionSpec
 from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset, DatasetError
+from data.durable import write_atomic
 from data.video import video_backend, write_video
 from world_model.checkpoint import check_data_fits, load_world_model
 from world_model.control import EngineFactory, evaluate_control, evaluate_stability
@@ -331,7 +332,7 @@ def evaluate(
     if sheet_out is not None:
         sheet_out.update(sheet)
     report["seconds"] = round(time.time() - t_start, 1)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_atomic(out / "report.json", json.dumps(report, indent=2).encode())  # last: marks the report whole
     return report
 
 

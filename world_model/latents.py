@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from data.actions import ActionSpec
 from data.dataset import Dataset, EpisodeRef
+from data.durable import write_with
 from world_model.autoencoder import Autoencoder, to_tensor
 
 CACHE_VERSION = 1
@@ -133,19 +134,14 @@ def encode_dataset(
         **cache_fingerprints(ae, ds, heldout_fraction),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file(
-        {
-            "latents": torch.cat(lat).contiguous(),
-            "actions": torch.cat(acts).contiguous(),
-            "starts": torch.tensor(starts),
-            "lengths": torch.tensor(lengths),
-            "heldout": torch.tensor(heldout),
-        },
-        str(tmp),
-        metadata=meta,
-    )
-    tmp.rename(out)
+    tensors = {
+        "latents": torch.cat(lat).contiguous(),
+        "actions": torch.cat(acts).contiguous(),
+        "starts": torch.tensor(starts),
+        "lengths": torch.tensor(lengths),
+        "heldout": torch.tensor(heldout),
+    }
+    write_with(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     seconds = time.time() - t0
     print(
         f"encoded {n:,} frames of {len(lat)} episodes in {seconds:.1f} s "

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from data.dataset import Dataset, EpisodeRef
+from data.durable import write_with
 from world_model.metrics import view_rows
 
 PROBE_VERSION = 1
@@ -110,11 +111,10 @@ class PlaceProbe:
 
     def save(self, folder: Path, meta: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".probe.safetensors.tmp{os.getpid()}"
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         state["xy_mean"], state["xy_std"] = torch.from_numpy(self.mean), torch.from_numpy(self.std)
-        save_file(state, str(tmp), metadata={"probe": json.dumps({**meta, "resolution": self.resolution})})
-        os.replace(tmp, folder / "probe.safetensors")
+        header = {"probe": json.dumps({**meta, "resolution": self.resolution})}
+        write_with(folder / "probe.safetensors", lambda tmp: save_file(state, str(tmp), metadata=header))
 
     @classmethod
     def load(cls, path: Path) -> tuple[PlaceProbe, dict]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.durable import write_with
 from data.video import upscale
 
 COLUMNS = ("model", "copy_last", "floor", "ceiling", "blur")
@@ -158,4 +159,4 @@ def write_contact_sheet(
         _label(draw, (2, y + h * scale + 1), text)
         y += h * scale + th + 4
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, optimize=True)
+    write_with(path, lambda tmp: canvas.save(tmp, optimize=True))

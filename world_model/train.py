@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,10 +32,11 @@ from world_model.checkpoint import (
     load_autoencoder,
     load_optimizer_state,
     load_world_model,
+    recipe_for,
     recover,
     save_world_model,
 )
-from world_model.config import PREDICTIONS, PRESETS, apply_overrides, get_preset, to_dict
+from world_model.config import PREDICTIONS, PRESETS, TrainConfig, bounds_of, to_dict
 from world_model.diffusion import Diffusion
 from world_model.dit import DiT
 from world_model.egomotion import TurnWarp
@@ -62,11 +63,17 @@ class TrainArgs:
     overwrite: bool = arg(
         False, "start over in a run folder that holds a checkpoint (replaced at the first save)"
     )
-    steps: int | None = arg(None, "total optimizer steps (default: the preset's)", ge=1)
+    steps: int | None = arg(
+        None, "total optimizer steps (default: the preset's)", **bounds_of(TrainConfig, "steps")
+    )
     minutes: float | None = arg(None, "stop (and save) after this much wall time", gt=0)
-    batch_size: int | None = arg(None, "batch per process (default: the preset's)", ge=1)
-    lr: float | None = arg(None, "peak learning rate (default: the preset's)", gt=0, le=1)
-    ckpt_every: int | None = arg(None, "steps between checkpoints (default: the preset's)", ge=1)
+    batch_size: int | None = arg(
+        None, "batch per process (default: the preset's)", **bounds_of(TrainConfig, "batch_size")
+    )
+    lr: float | None = arg(None, "peak learning rate (default: the preset's)", **bounds_of(TrainConfig, "lr"))
+    ckpt_every: int | None = arg(
+        None, "steps between checkpoints (default: the preset's)", **bounds_of(TrainConfig, "ckpt_every")
+    )
     # Final fraction of this run (by --steps or --minutes, whichever ends first) over which the learning
     # rate decays linearly to zero; 0 keeps it constant, so a run can always be resumed at full rate.
     cooldown: float = arg(
@@ -140,19 +147,16 @@ def train(args: TrainArgs) -> dict:
     main = rank == 0
     out = Path(args.out)
     ckpt_dir = out / "ckpt"
-    preset = apply_overrides(get_preset(args.preset), args.set)
     if args.set and args.resume:
         raise ValueError("--set with --resume: a run keeps the recipe saved in its checkpoint")
-    tcfg, diffusion = preset.train, preset.diffusion
-    for name in ("steps", "batch_size", "lr", "ckpt_every"):
-        if getattr(args, name) is not None:
-            setattr(tcfg, name, getattr(args, name))
-    diffusion.context_noise = args.context_noise
-    if args.prediction is not None:
-        diffusion.prediction = args.prediction
-
     if main:  # before any work: an --out that a save would lose something in is refused now
         check_run_folder(out, args.resume, args.overwrite)
+    preset = recipe_for(args.preset, args.set, args.ae)  # checked on the autoencoder's grid, before any data
+    given = {n: getattr(args, n) for n in ("steps", "batch_size", "lr", "ckpt_every")}
+    tcfg = replace(preset.train, **{n: v for n, v in given.items() if v is not None})
+    diffusion = replace(preset.diffusion, context_noise=args.context_noise)
+    if args.prediction is not None:
+        diffusion = replace(diffusion, prediction=args.prediction)
     ds = Dataset(args.data)
     ae, ae_config = load_autoencoder(args.ae, device)
     check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))

@@ -49,7 +49,6 @@ from world_model.config import (
 )
 from world_model.diffusion import Diffusion
 from world_model.dit import DiT
-from world_model.egomotion import TurnWarp
 
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
@@ -350,12 +349,14 @@ class WorldModelCheckpoint:
     @property
     def process(self) -> Diffusion:
         """The diffusion process (loss and sampler) of this checkpoint's config and DiT."""
-        warp = None
-        if self.diffusion.ego_warp:
-            warp = TurnWarp.for_world(
-                self.action_spec, self.frame_skip, self.resolution, self.dit_cfg.latent_size
-            )
-        return Diffusion(self.diffusion, self.dit_cfg.noise_buckets, warp)
+        return Diffusion.for_world(
+            self.diffusion,
+            self.dit_cfg.noise_buckets,
+            self.action_spec,
+            self.frame_skip,
+            self.resolution,
+            self.dit_cfg.latent_size,
+        )
 
 
 def save_world_model(

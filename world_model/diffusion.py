@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from data.actions import ActionSpec
 from world_model.config import DiffusionConfig
 from world_model.egomotion import TurnWarp
 
@@ -49,13 +50,28 @@ class Diffusion:
         if buckets < 1:
             raise ValueError(f"buckets must be >= 1, got {buckets}")
         if cfg.ego_warp and warp is None:
-            raise ValueError("diffusion.ego_warp needs the world's turn warp (TurnWarp.for_world)")
+            raise ValueError("diffusion.ego_warp needs the world's turn warp (Diffusion.for_world)")
         self.cfg, self.buckets = cfg, buckets
         self.warp = warp if cfg.ego_warp else None
         # Noise level of each bucket: evenly spaced in [0, context_noise_max], bucket 0 = clean.
         self.levels = torch.linspace(0.0, cfg.context_noise_max, buckets)  # (buckets,)
         self.prediction = cfg.prediction
         self.t_max = EPS_T_MAX if cfg.prediction == "eps" else 1.0
+
+    @classmethod
+    def for_world(
+        cls,
+        cfg: DiffusionConfig,
+        buckets: int,
+        spec: ActionSpec,
+        frame_skip: int,
+        resolution: tuple[int, int],
+        latent_hw: tuple[int, int],
+    ) -> Diffusion:
+        """The process of a model of this world (action contract, frame_skip, (width, height) frames) on its
+        latent grid: with ego_warp, the world's turn warp is made here."""
+        warp = TurnWarp.for_world(spec, frame_skip, resolution, latent_hw) if cfg.ego_warp else None
+        return cls(cfg, buckets, warp)
 
     @property
     def dropped_bucket(self) -> int:

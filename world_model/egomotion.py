@@ -80,8 +80,8 @@ class TurnWarp(torch.nn.Module):
 
     def forward(self, last: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """last (B, C, h, w); actions (B, K+1, fields), the last one the current action -> (B, C, h, w)."""
-        turn = actions[:, -1, self.turn_field].clamp_min(0)  # (B,); "no action" (negative) warps as no turn
-        turn = torch.where(actions[:, -1, self.turn_field] < 0, torch.full_like(turn, self.none_bin), turn)
+        turn = actions[:, -1, self.turn_field]  # (B,); "no action" (negative) warps as no turn
+        turn = torch.where(turn < 0, torch.full_like(turn, self.none_bin), turn)
         grid = self.grids.to(last.device)[turn]  # (B, h, w, 2)
         turned = F.grid_sample(
             last.float(), grid, mode="bilinear", padding_mode="border", align_corners=False

@@ -39,7 +39,6 @@ from world_model.checkpoint import (
 from world_model.config import PREDICTIONS, PRESETS, TrainConfig, bounds_of, to_dict
 from world_model.diffusion import Diffusion
 from world_model.dit import DiT
-from world_model.egomotion import TurnWarp
 from world_model.latents import (
     LatentCache,
     LatentCacheError,
@@ -209,10 +208,14 @@ def train(args: TrainArgs) -> dict:
             f"{(dit_cfg.latent_channels, *dit_cfg.latent_size)}; delete the cache to re-encode"
         )
     dit, ema = dit.to(device).train(), ema.to(device).eval().requires_grad_(False)
-    warp = TurnWarp.for_world(
-        ds.action_spec, ds.manifest.frame_skip, ds.manifest.resolution, dit_cfg.latent_size
+    process = Diffusion.for_world(
+        diffusion,
+        dit_cfg.noise_buckets,
+        ds.action_spec,
+        ds.manifest.frame_skip,
+        ds.manifest.resolution,
+        dit_cfg.latent_size,
     )
-    process = Diffusion(diffusion, dit_cfg.noise_buckets, warp if diffusion.ego_warp else None)
     if main:
         print(f"DiT config: {to_dict(dit_cfg)}\ndiffusion: {to_dict(diffusion)}\ntrain: {to_dict(tcfg)}")
         print(

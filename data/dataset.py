@@ -26,6 +26,7 @@ from pathlib import Path
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
 from data.durable import write_atomic
 from data.episode import EPISODE_SUFFIX, Episode, EpisodeError, EpisodeRecorder, read_episode, write_episode
+from data.world import World, world_of_shards
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -285,6 +286,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.episodes)
+
+    @property
+    def world(self) -> World:
+        """The world every shard was recorded in (data/world.py); shards of several worlds are refused."""
+        return world_of_shards(self.shards, str(self.root))
 
     def duplicates(self) -> list[list[EpisodeRef]]:
         """Groups of episode files with the same frames and actions (reruns with one seed, copied shards)."""

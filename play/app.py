@@ -17,6 +17,7 @@ from play.display import FILTERS
 from play.session import MAX_STEPS, MIN_STEPS
 
 if TYPE_CHECKING:
+    from data.world import World
     from play.script import Command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +41,10 @@ class PlayArgs:
     steps: int | None = arg(
         None, "denoising steps (default: the checkpoint's)", ge=MIN_STEPS, le=MAX_STEPS, group="game"
     )
-    scenario: str = arg(
-        "e1m1",
-        "engine scenario for the start context and the mirror",
+    scenario: str | None = arg(
+        None,
+        "engine scenario for the start context and the mirror (default: the world the checkpoint dreams; "
+        "e1m1 with --engine); another world than the checkpoint's is refused",
         choices=sorted(SCENARIOS),
         group="game",
     )
@@ -114,6 +116,15 @@ def checkpoint_path(args: PlayArgs) -> Path:
     return Path(checkpoint_folder(str(ckpt)))
 
 
+def engine_world(scenario: str, like: World) -> World:
+    """The world the engine plays for `scenario` at the frame size, frame_skip and contract of `like`."""
+    from dataclasses import replace
+
+    from agent.env import SCENARIOS
+
+    return replace(like, scenario=scenario, map=SCENARIOS[scenario].map)
+
+
 def open_game(args: PlayArgs):
     """The PlaySession the options describe (backend, start context, mirror)."""
     from play.engine import EngineBackend, dataset_context
@@ -122,7 +133,7 @@ def open_game(args: PlayArgs):
     if args.engine:
         if args.mirror:
             raise PlayError("--mirror runs the engine beside a world model; with --engine there is no model")
-        backend = EngineBackend(args.scenario, skill=args.skill, seed=args.seed)
+        backend = EngineBackend(args.scenario or "e1m1", skill=args.skill, seed=args.seed)
         context = backend.start_context(1)
         return PlaySession(backend, context)
 
@@ -140,13 +151,24 @@ def open_game(args: PlayArgs):
     if args.steps is not None:
         backend.sampling_steps = args.steps
     engine = None
+    world = backend.world
+    if args.scenario is not None:  # refused before an engine starts: its frames would be another world's
+        world.check(
+            engine_world(args.scenario, world), f"the checkpoint {ckpt}", f"--scenario {args.scenario}"
+        )
     if args.start:
         context = dataset_context(
-            args.start, args.start_episode, backend.context_len, backend.resolution, backend.action_spec
+            args.start,
+            args.start_episode,
+            backend.context_len,
+            backend.resolution,
+            backend.action_spec,
+            world,
+            f"the checkpoint {ckpt}",
         )
     else:
         engine = EngineBackend(
-            args.scenario, backend.frame_skip, backend.resolution, args.skill, args.seed, backend.action_spec
+            world.scenario, backend.frame_skip, backend.resolution, args.skill, args.seed, backend.action_spec
         )
         context = engine.start_context(backend.context_len)
     session = PlaySession(backend, context, engine=engine, spec=backend.action_spec)

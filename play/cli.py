@@ -32,6 +32,7 @@ USER_ERRORS = (
     ("data.actions", "ActionContractError"),
     ("data.dataset", "DatasetError"),
     ("data.episode", "EpisodeError"),
+    ("data.world", "WorldMismatch"),
     ("agent.env", "ScenarioError"),
     ("agent.ppo_config", "PolicyError"),
     ("world_model.config", "ConfigError"),

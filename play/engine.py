@@ -6,7 +6,7 @@ with the same inputs, and the source of the start context (the engine's first fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from agent.env import RESOLUTIONS, DoomEnv, EnvConfig, downscale
 from data.actions import DEFAULT_ACTIONS, ActionSpec
 from data.dataset import Dataset, DatasetError
+from data.world import World
 
 ENGINE_SEED = 0  # every reset of the engine replays the same episode start
 
@@ -126,9 +127,16 @@ def collected_engine_seed(meta: dict) -> int | None:
 
 
 def dataset_context(
-    path: str | Path, episode: int, k: int, size: tuple[int, int], action_spec: ActionSpec = DEFAULT_ACTIONS
+    path: str | Path,
+    episode: int,
+    k: int,
+    size: tuple[int, int],
+    action_spec: ActionSpec = DEFAULT_ACTIONS,
+    world: World | None = None,
+    model: str = "the model",
 ) -> StartContext:
-    """The first k frames and actions of a dataset episode, checked against the model size and contract."""
+    """The first k frames and actions of a dataset episode, checked against the model size and contract,
+    and against the `world` the model dreams (a dataset recorded at 320x240 is scaled down to it)."""
     ds = Dataset(path, action_spec)
     if not 0 <= episode < len(ds):
         raise DatasetError(f"--start-episode {episode}: out of range ({path} has {len(ds)} episodes)")
@@ -137,6 +145,9 @@ def dataset_context(
     if len(ep) < k:
         raise DatasetError(f"{ref.path}: {len(ep)} frames, the model needs a context of {k}")
     manifest = ds.shards[ref.shard]
+    if world is not None:
+        own = replace(World.of_manifest(manifest), resolution=world.resolution)
+        world.check(own, model, f"--start {path}")
     frames = ep.frames[:k]
     if tuple(manifest.resolution) != tuple(size):
         if tuple(manifest.resolution) not in RESOLUTIONS:

@@ -14,10 +14,14 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from data.cli_args import UsageError, arg, build
+
+# The scenarios `collect` knows, named here without importing VizDoom (agent/env.py SCENARIOS; a test
+# checks the two agree).
+SCENARIO_NAMES = ("basic", "deathmatch", "defend_the_center", "e1m1", "health_gathering")
 
 
 @dataclass
@@ -227,12 +231,23 @@ def stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
 class PipelineArgs:
     out: str = arg(help="folder for data, runs, checkpoint and report")
     preset: str = arg("tiny", "how much of everything", choices=sorted(PIPELINES))
+    scenario: str = arg(
+        "e1m1",
+        "the world to collect, train and judge (a scenario of `dreamdoom collect`); the model records it",
+        choices=SCENARIO_NAMES,
+    )
     only: tuple[str, ...] | None = arg(None, "run only these stages (by name)", nargs="*")
 
 
-def run(preset: str, out: Path, dreamdoom: Callable[[list[str]], int], only: list[str] | None = None) -> int:
+def run(
+    preset: str,
+    out: Path,
+    dreamdoom: Callable[[list[str]], int],
+    only: list[str] | None = None,
+    scenario: str = "e1m1",
+) -> int:
     """Run the stages not done yet; `dreamdoom(argv) -> exit code` runs one command (the CLI's main)."""
-    cfg = PIPELINES[preset]
+    cfg = replace(PIPELINES[preset], scenario=scenario)
     names = [s.name for s in stages(cfg, out)]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
@@ -250,6 +265,9 @@ def run(preset: str, out: Path, dreamdoom: Callable[[list[str]], int], only: lis
     if not isinstance(log, dict) or log.get("preset") != preset:
         made = log.get("preset") if isinstance(log, dict) else None
         raise UsageError(f"--preset {preset}: {out} was made with preset {made!r}; use another --out")
+    made_in = log.get("config", {}).get("scenario", "e1m1")
+    if made_in != scenario:
+        raise UsageError(f"--scenario {scenario}: {out} was made for {made_in!r}; use another --out")
     done = log.setdefault("done", {})
     plan = stages(cfg, out)
     start = time.perf_counter()
@@ -294,7 +312,7 @@ def register(sub: argparse._SubParsersAction, dreamdoom: Callable[[list[str]], i
     def cmd(args: argparse.Namespace) -> int:
         a = build(PipelineArgs, args)
         stage = (lambda argv: dreamdoom(["--debug", *argv])) if args.debug else dreamdoom
-        return run(a.preset, Path(a.out), stage, list(a.only) if a.only else None)
+        return run(a.preset, Path(a.out), stage, list(a.only) if a.only else None, a.scenario)
 
     p = sub.add_parser(
         "pipeline",

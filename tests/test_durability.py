@@ -452,7 +452,9 @@ def _full_disk_for(monkeypatch, name_part: str) -> None:
 def untrained(tmp_path_factory) -> Path:
     from world_model.checkpoint import make_untrained_checkpoint
 
-    return make_untrained_checkpoint(tmp_path_factory.mktemp("untrained") / "ckpt", preset="tiny")
+    # of the world of `dataset` (basic), which eval checks
+    ckpt = tmp_path_factory.mktemp("untrained") / "ckpt"
+    return make_untrained_checkpoint(ckpt, preset="tiny", scenario="basic", map_name="MAP01")
 
 
 @pytest.mark.parametrize(

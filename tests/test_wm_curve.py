@@ -11,7 +11,7 @@ from data.actions import DEFAULT_ACTIONS
 from play.cli import main
 from world_model.checkpoint import load_world_model
 from world_model.config import get_preset
-from world_model.curve import fast_turns, forced_turn
+from world_model.control import fast_turns, forced_turn
 from world_model.dit import DiT
 from world_model.train import TrainArgs, train
 

@@ -53,7 +53,10 @@ def test_commands_end_to_end(dataset, ae, tmp_path, capsys):
         )
         == 0
     )
-    assert load_world_model(run / "ckpt").step == 6
+    trained = load_world_model(run / "ckpt")
+    assert trained.step == 6
+    # the world it dreams, from the data's manifests
+    assert (trained.world.scenario, trained.world.map, trained.world.frame_skip) == ("basic", "MAP01", 2)
     assert any((run / "tb").iterdir())
     report_dir = tmp_path / "report"
     assert (
@@ -100,15 +103,29 @@ def test_commands_end_to_end(dataset, ae, tmp_path, capsys):
     assert report["control"]["replay_exact"] == 1.0 and report["control"]["cases"] >= 1
     assert -1 <= report["control"]["action_response"] <= 1
     assert report["stability"]["frames"] == 24 and len(report["stability"]["edge_corr_per_10s"]) >= 1
+    motion = report["control"]["motion"]
+    one, cases = motion["one_step"], motion["cases"]
+    assert one["starts"] >= 1 and cases["cases"] == report["control"]["cases"]
+    for m in (one, cases):
+        assert {"dream_right_px", "dream_left_px", "turn_gain", "right_way_share", "recorded"} <= set(m)
+    # held fast turns move the engine's view: the right turn right, the left turn left, over 16 steps
+    assert cases["engine_right_px"] > 10 > -10 > cases["engine_left_px"]
+    assert report["timing_s"]["motion"] >= 0
     printed = capsys.readouterr().out
     assert "scene edge correlation" in printed and "rollout h=10" in printed and "action response" in printed
+    assert "control by image motion" in printed and "over 2 cases of 16 steps" in printed
     assert (report_dir / "side_by_side.mp4").stat().st_size > 0 and (
         report_dir / "contact_sheet.png"
     ).exists()
     assert (
-        main(["wm", "bench", "--ckpt", str(run / "ckpt"), "--steps", "1,2", "--frames", "3", "--json"]) == 0
+        main(
+            ["wm", "bench", "--ckpt", str(run / "ckpt"), "--steps", "1,2", "--frames", "3", "--json"]
+            + ["--start", str(dataset)]
+        )
+        == 0
     )
     bench = json.loads(capsys.readouterr().out)
+    assert bench["world"]["scenario"] == "basic" and bench["start"] == str(dataset)
     modes = ["eager", "captured"] if torch.cuda.is_available() else ["eager"]
     assert [(s["sampling_steps"], s["mode"]) for s in bench["settings"]] == [
         (n, m) for n in (1, 2) for m in modes

@@ -87,6 +87,8 @@ def row_of(name: str, overrides: tuple[str, ...], report: dict, trained: dict, s
     probe = report.get("probe", {}).get("position_error", {})
     control, stab = report.get("control", {}), report.get("stability", {})
     turn = control.get("turn_sign", {})
+    motion = control.get("motion", {})
+    one, cases = motion.get("one_step", {}), motion.get("cases", {})
 
     def at(h: int, who: str = "model") -> float | None:
         return ro.get(str(h), {}).get(who)
@@ -110,6 +112,10 @@ def row_of(name: str, overrides: tuple[str, ...], report: dict, trained: dict, s
         "action_response": control.get("action_response"),
         "turn_sign": turn.get("model"),
         "turn_sign_engine": turn.get("engine_frames"),
+        "motion_turn_gain": one.get("turn_gain"),
+        "motion_right_way": one.get("right_way_share"),
+        "motion_cases_turn_gain": cases.get("turn_gain"),
+        "motion_cases_right_way": cases.get("right_way_share"),
         "stability_first_lost_frame": stab.get("first_lost_frame"),
         "stability_share_above_floor": stab.get("share_above_floor"),
         "stability_mean_edge_corr": stab.get("mean_edge_corr"),
@@ -133,7 +139,8 @@ def format_table(rows: list[dict], minutes: float, preset: str) -> str:
         "| variant | recipe | samples | scene edge corr 1 step (copy / floor / ceiling) "
         "| rollout h=4 / 16 / 64 "
         "| probe err h=16 (real) | 1 step, opposite input (change) | action response "
-        "| turn sign (engine) | stability: lost at frame, "
+        "| turn sign (engine) | turn by motion, 1 step: gain, right way | over 16 steps "
+        "| stability: lost at frame, "
         "share above floor | play ms |"
     )
     lines = [
@@ -154,6 +161,8 @@ def format_table(rows: list[dict], minutes: float, preset: str) -> str:
             f"({_f(_minus(r['tf_edge_corr'], r['tf_opposite_action']), '+.3f')}) "
             f"| {_f(r['action_response'], '+.4f')} "
             f"| {_f(r['turn_sign'], '.0%')} ({_f(r['turn_sign_engine'], '.0%')}) "
+            f"| {_f(r.get('motion_turn_gain'), '.2f')}, {_f(r.get('motion_right_way'), '.0%')} "
+            f"| {_f(r.get('motion_cases_turn_gain'), '.2f')}, {_f(r.get('motion_cases_right_way'), '.0%')} "
             f"| {_f(r['stability_first_lost_frame'], 'd')}, {_f(r['stability_share_above_floor'], '.0%')} "
             f"| {_f(r['play_ms'], '.1f')} |"
         )

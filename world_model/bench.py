@@ -33,14 +33,37 @@ def modes_for(device: str | torch.device) -> list[bool]:
     return [False, True] if torch.device(device).type == "cuda" else [False]
 
 
-def bench(ckpt: str, steps: list[int], device: str | None = None, frames: int = 100, seed: int = 0) -> dict:
+def start_frames(env: WorldModelEnv, ckpt: str, start: str | None, rng: np.random.Generator) -> np.ndarray:
+    """The start context: the first frames of the first episode of dataset `start`, which must be the world
+    the checkpoint dreams, or random frames (a step costs the same on any content)."""
+    w, h = env.resolution
+    if start is None:
+        return rng.integers(0, 256, (env.context_len, h, w, 3), dtype=np.uint8)
+    from data.dataset import Dataset, DatasetError
+
+    ds = Dataset(start, env.action_spec)
+    env.world.check(ds.world, f"the checkpoint {ckpt}", f"--start {start}")
+    for ref in ds.episodes:
+        frames = ds.load(ref, ("frames",)).frames
+        if len(frames) >= env.context_len:
+            return np.ascontiguousarray(frames[: env.context_len])
+    raise DatasetError(f"--start {start}: no episode of at least {env.context_len} frames")
+
+
+def bench(
+    ckpt: str,
+    steps: list[int],
+    device: str | None = None,
+    frames: int = 100,
+    seed: int = 0,
+    start: str | None = None,
+) -> dict:
     """Time `frames` env steps per denoising-step count and mode, after a warm-up (which also captures the
-    graphs), on a random start context."""
+    graphs), from the start context `start_frames` gives."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     env = WorldModelEnv.from_checkpoint(ckpt, device=device, seed=seed)
     rng = np.random.default_rng(seed)
-    w, h = env.resolution
-    start = rng.integers(0, 256, (env.context_len, h, w, 3), dtype=np.uint8)
+    start_context = start_frames(env, ckpt, start, rng)
     spec = env.action_spec
     result = {
         "checkpoint": str(ckpt),
@@ -49,6 +72,8 @@ def bench(ckpt: str, steps: list[int], device: str | None = None, frames: int = 
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "resolution": list(env.resolution),
+        "world": env.world.to_dict(),
+        "start": start or "random frames",
         "context_len": env.context_len,
         "realtime_fps": 35.0 / env.frame_skip,
         "settings": [],
@@ -57,7 +82,7 @@ def bench(ckpt: str, steps: list[int], device: str | None = None, frames: int = 
         for captured in modes_for(device):
             env.captured = captured
             env.sampling_steps = n
-            env.reset(start)
+            env.reset(start_context)
             timings = []
             for i in range(WARMUP_STEPS + frames):
                 action = np.array([rng.integers(s) for s in spec.sizes])
@@ -81,11 +106,19 @@ def bench(ckpt: str, steps: list[int], device: str | None = None, frames: int = 
     return result
 
 
+def _world_line(result: dict) -> str:
+    w = result.get("world")
+    if not w:
+        return "not recorded"
+    return f"{w['scenario']} ({w['map']}), frame_skip {w['frame_skip']}"
+
+
 def format_bench(result: dict) -> str:
     lines = [
         f"WorldModelEnv.step on {result['device']} ({result['device_name']}, "
         f"{result['threads']} threads), {result['resolution'][0]}x{result['resolution'][1]}, "
         f"real time = {result['realtime_fps']:.1f} frames/s",
+        f"world: {_world_line(result)}; start context: {result.get('start', 'random frames')}",
         f"{'steps':>5} {'mode':>8} {'fps':>7} {'median ms':>10} {'p99 ms':>8} "
         f"{'DiT ms':>7} {'decode ms':>10}",
     ]

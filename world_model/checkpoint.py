@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
 from data.durable import fsync_dir, fsync_file, sha256_of, write_atomic
+from data.world import World, WorldMismatch
 from world_model.autoencoder import Autoencoder
 from world_model.config import (
     AEConfig,
@@ -345,6 +346,7 @@ class WorldModelCheckpoint:
     frame_skip: int
     step: int
     config: dict
+    world: World  # what it dreams: read from its training data's manifests (E1M1 for older checkpoints)
 
     @property
     def process(self) -> Diffusion:
@@ -412,12 +414,18 @@ def load_world_model(
         Preset(from_dict(AEConfig, config["ae"], where), dit_cfg, diffusion, train)  # the rules between them
         resolution = (int(config["resolution"][0]), int(config["resolution"][1]))
         frame_skip = int(config["frame_skip"])
+        world = World.of_checkpoint(config, where)
     except (KeyError, TypeError, IndexError) as e:
         raise CheckpointError(f"{where}: malformed world-model config, missing or bad {e}") from e
-    except ActionContractError as e:
+    except (ActionContractError, WorldMismatch) as e:
         raise CheckpointError(str(e)) from e
     except ConfigError as e:
         raise e.at(where) from None
+    if world.resolution != resolution or world.frame_skip != frame_skip:
+        raise CheckpointError(
+            f"{where}: its world ({world}) disagrees with its resolution {resolution} and "
+            f"frame_skip {frame_skip}"
+        )
     if tuple(dit_cfg.action_sizes) != tuple(spec.sizes):
         raise CheckpointError(
             f"{where}: DiT action sizes {dit_cfg.action_sizes} disagree with its contract {spec.sizes}"
@@ -436,6 +444,7 @@ def load_world_model(
         frame_skip=frame_skip,
         step=int(config.get("step", 0)),
         config=config,
+        world=world,
     )
 
 
@@ -540,12 +549,18 @@ def make_untrained_checkpoint(
     frame_skip: int = 2,
     seed: int = 0,
     action_spec: ActionSpec = DEFAULT_ACTIONS,
+    scenario: str | None = None,
+    map_name: str | None = None,
 ) -> Path:
-    """Write a real, randomly initialised, loadable world-model checkpoint (for tests of other packages).
+    """Write a real, randomly initialised, loadable world-model checkpoint (for tests of other packages),
+    of the world `scenario` on `map_name`; with no scenario it records no world, as checkpoints made before
+    worlds were recorded (it then loads as E1M1).
 
     Its latent statistics are the identity and its DiT, as every fresh DiT, predicts v = 0, so each step
     returns the decoded mean latent: a valid frame, not a meaningful one."""
     torch.manual_seed(seed)
+    contract = action_spec.to_dict()
+    world = World(scenario, map_name or "", resolution, frame_skip, contract) if scenario else None
     p = get_preset(preset)
     ae = Autoencoder(p.ae)
     dit = DiT(dit_config_for(p.dit, ae, resolution, action_spec))
@@ -560,6 +575,9 @@ def make_untrained_checkpoint(
         resolution,
         frame_skip,
         step=0,
-        extra_config={"untrained": True},
+        extra_config={
+            "untrained": True,
+            **({"world": world.to_dict()} if world else {}),
+        },
     )
     return Path(path)

@@ -9,12 +9,21 @@ inputs than the player's. world_model never imports the engine; the caller passe
   edge correlation with the engine's (a) frames when fed (a), minus the same when fed (b): positive
   when the dream follows the player. Counterfactual fidelity = dream (b) against engine (b). Turn sign:
   does the place probe see the dream turn the way the engine turned?
+- control by image motion: how far the view moves sideways from one frame to the next
+  (world_model/motion.py), in the dream beside the engine. It reads a turn in every world, including the
+  round arena whose uniform wall leaves the place probe unable to read the angle. One step ahead from real
+  starts and over the 16-step cases: the dream's motion against the engine's under the recorded actions
+  (their correlation, and how often the dream moves the engine's way), and under forced fast right and
+  fast left turns with nothing else pressed: turn gain = (dream right - left) / (engine right - left), 1
+  for a dream that turns as far as the engine, 0 for one that ignores the turn; and the share of starts
+  whose dream right-minus-left has the engine's sign.
 - stability: a long dream run from a real start under a scripted input, beside the engine fed the
   same input: when does the dream's structure fall to the floor for a second, and does it come back?
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -25,11 +34,15 @@ from tqdm import tqdm
 from data.actions import ActionSpec
 from data.dataset import Manifest
 from world_model.metrics import scene_edge_corr
+from world_model.motion import view_shift
 from world_model.probe import PlaceProbe, angle_diff
 from world_model.rollout import Dreamer, HeldOut
 
 CONTROL_STEPS = 16
 TURN_THRESHOLD_DEG = 10.0  # engine turns smaller than this have no sign worth checking
+MIN_PX = 2.0  # a dream's right-minus-left motion counts as a turn the right way above this (px)
+TURNING_PX = 10.0  # engine motion over a step or a case smaller than this has no sign worth checking
+PROBE_READS_WORLD = 0.8  # the probe reads a world's angle if it signs the engine's own turns this well
 
 
 class ReplayEngine(Protocol):
@@ -98,6 +111,7 @@ def evaluate_control(
     spec: ActionSpec,
     cases: int,
     seed: int,
+    motion: bool = True,
 ) -> dict:
     starts = control_cases(held, spec, engines, cases)
     if not starts:
@@ -109,12 +123,17 @@ def evaluate_control(
     rec = held.actions[start_t[:, None] + torch.arange(CONTROL_STEPS)]  # (B, T, fields)
     cf = torch.from_numpy(counterfactual(rec.numpy(), spec))
     engine_a = held.frames[start_t.numpy()[:, None] + np.arange(1, CONTROL_STEPS + 1)]  # (B, T, H, W, 3)
+    left_bin, right_bin = fast_turns(spec)
+    forced = {"right": turn_only(spec, right_bin), "left": turn_only(spec, left_bin)}
     engine_b, exact, angles_a, angles_b = [], [], [], []
+    engine_forced: dict[str, list[np.ndarray]] = {name: [] for name in forced}
+    motion_s = 0.0  # what control by motion adds: the forced-turn engine runs and dreams, and the estimator
     ep_of = held.episode_of(start_t.numpy())
     for s, e, acts in tqdm(list(zip(starts, ep_of, cf.numpy())), desc="eval control (engine)"):
         engine = engines[int(e)]
         s0 = held.starts[e]
-        frame = engine.reset(held.frames[s0 : s + 1], held.actions[s0 : s + 1].numpy())
+        replay = (held.frames[s0 : s + 1], held.actions[s0 : s + 1].numpy())
+        frame = engine.reset(*replay)
         exact.append(bool(np.array_equal(frame, held.frames[s])))
         ang = [float(engine.variables[ai])]
         frames = []
@@ -124,6 +143,12 @@ def evaluate_control(
         engine_b.append(np.stack(frames))
         angles_b.append(ang)
         angles_a.append(held.place[s : s + CONTROL_STEPS + 1, 2])
+        if motion:  # the engine from the same frame under a held fast turn each way, nothing else pressed
+            t0 = time.perf_counter()
+            for name, a in forced.items():
+                engine.reset(*replay)
+                engine_forced[name].append(np.stack([engine.step(a) for _ in range(CONTROL_STEPS)]))
+            motion_s += time.perf_counter() - t0
     engine_b = np.stack(engine_b)  # (B, T, H, W, 3)
     context, led_in = held.start_context(start_t)
     dream_a = np.stack(list(dreamer.rollout(context, led_in, rec, seed)), 1)  # (B, T, H, W, 3)
@@ -149,6 +174,29 @@ def evaluate_control(
             "copy_last": float(corr(start_frames, engine_b).mean()),
         },
     }
+    if motion:
+        t0 = time.perf_counter()
+        start = held.frames[start_t.numpy()]
+        moved = {}
+        for name, a in forced.items():
+            held_turn = torch.from_numpy(np.tile(a, (len(starts), CONTROL_STEPS, 1)))
+            dream = np.stack(list(dreamer.rollout(context, led_in, held_turn, seed)), 1)
+            moved[f"dream_{name}"] = step_motion(start, dream).sum(1)  # (B,) px over the case
+            moved[f"engine_{name}"] = step_motion(start, np.stack(engine_forced[name])).sum(1)
+        report["motion"] = {
+            "cases": len(starts),
+            "steps": CONTROL_STEPS,
+            "engine_right_px": float(moved["engine_right"].mean()),
+            "engine_left_px": float(moved["engine_left"].mean()),
+            **motion_figures(
+                moved["dream_right"],
+                moved["dream_left"],
+                moved["engine_right"] - moved["engine_left"],
+                step_motion(start, dream_a),  # (B, T): per step, under the recorded actions
+                step_motion(start, engine_a),
+            ),
+            "seconds": round(motion_s + time.perf_counter() - t0, 1),
+        }
     if probe is not None:
         report["turn_sign"] = _turn_sign(
             probe,
@@ -161,6 +209,151 @@ def evaluate_control(
             np.array(angles_b),
         )
     return report
+
+
+# --- control by image motion -----------------------------------------------------------------------------
+
+
+def fast_turns(spec: ActionSpec) -> tuple[int, int]:
+    """The turn bins of the fastest turn left and right."""
+    return 0, len(spec.turn_degrees_per_tic) - 1
+
+
+def turn_only(spec: ActionSpec, turn_bin: int) -> np.ndarray:
+    """The action that turns by `turn_bin` with nothing else pressed (fields,)."""
+    a = np.asarray(spec.noop(), np.int64).copy()
+    a[spec.fields.index("turn")] = turn_bin
+    return a
+
+
+def forced_turn(actions: torch.Tensor, spec: ActionSpec, turn_bin: int) -> torch.Tensor:
+    """(B, K+1, fields) with the current action replaced by `turn_bin` and nothing else pressed."""
+    out = actions.clone()
+    out[:, -1] = torch.from_numpy(turn_only(spec, turn_bin))
+    return out
+
+
+def engine_turn_motion(held: HeldOut, spec: ActionSpec) -> dict:
+    """The engine's view motion (px) on the held-out play's own fast turns in place: median right, median
+    left, how many of each (an episode's first frames, where the engine ignores turning, left out), and the
+    share of them the motion estimator reads the right way (how well it can read this world)."""
+    acts = held.actions.numpy()
+    turn, fields = spec.fields.index("turn"), spec.fields
+    still = (acts[:, fields.index("move")] == 0) & (acts[:, fields.index("strafe")] == 0)
+    idx = np.arange(len(acts) - 1)
+    ep = held.episode_of(idx)
+    inside = (idx + 1 < np.asarray(held.starts)[ep] + np.asarray(held.lengths)[ep]) & (
+        idx - np.asarray(held.starts)[ep] >= 4
+    )
+    out, right_way = {}, []
+    for name, b, sign in zip(("left", "right"), fast_turns(spec), (-1, 1), strict=True):
+        pick = idx[inside & still[:-1] & (acts[:-1, turn] == b)]
+        shifts = view_shift(held.frames[pick], held.frames[pick + 1]) if len(pick) else np.zeros(0)
+        out[name] = float(np.median(shifts)) if len(shifts) else None
+        out[f"{name}_frames"] = len(pick)
+        right_way.append(sign * shifts > 0)
+    both = np.concatenate(right_way)
+    out["estimator_right_way"] = float(both.mean()) if len(both) else None
+    return out
+
+
+@torch.no_grad()
+def turn_response(
+    dreamer: Dreamer, context: torch.Tensor, acts: torch.Tensor, last: np.ndarray, spec: ActionSpec, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The dream's view motion (px) from the real last frames `last` one step under a forced fast right and
+    a forced fast left turn: (right (B,), left (B,))."""
+    left_bin, right_bin = fast_turns(spec)
+    out = []
+    for b in (right_bin, left_bin):
+        turned = dreamer.decode(dreamer.predict(context, forced_turn(acts, spec, b), seed))
+        out.append(view_shift(last, turned))
+    return out[0], out[1]
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> float | None:
+    x, y = np.ravel(x).astype(np.float64), np.ravel(y).astype(np.float64)
+    if len(x) < 3 or x.std() < 1e-9 or y.std() < 1e-9:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def motion_figures(
+    dream_right: np.ndarray,
+    dream_left: np.ndarray,
+    engine_diff: float | np.ndarray | None,
+    dream_recorded: np.ndarray,
+    engine_recorded: np.ndarray,
+) -> dict:
+    """Turn gain and right-way share under the forced turns (engine_diff: the engine's right minus left, one
+    figure for all starts or one per start), and the dream's motion against the engine's under the recorded
+    actions (any shape, alike)."""
+    diff = dream_right - dream_left
+    out: dict = {
+        "dream_right_px": float(dream_right.mean()),
+        "dream_left_px": float(dream_left.mean()),
+    }
+    e = np.broadcast_to(np.asarray(np.nan if engine_diff is None else engine_diff, np.float64), diff.shape)
+    ok = np.abs(e) > MIN_PX  # starts where the engine's own turn moved its view (NaN: not known)
+    if not ok.any():
+        out.update(engine_right_minus_left_px=None, turn_gain=None, right_way_share=None)
+    else:
+        out.update(
+            engine_right_minus_left_px=float(e[ok].mean()),
+            turn_gain=float(diff[ok].mean() / e[ok].mean()),
+            right_way_share=float((np.sign(e[ok]) * diff[ok] > MIN_PX).mean()),
+        )
+    out["judged"] = int(ok.sum())
+    turning = np.abs(engine_recorded) >= TURNING_PX
+    out["recorded"] = {
+        "correlation": _corr(dream_recorded, engine_recorded),
+        "dream_mean_abs_px": float(np.abs(dream_recorded).mean()),
+        "engine_mean_abs_px": float(np.abs(engine_recorded).mean()),
+        "turning": int(turning.sum()),
+        # where the engine's view moved by TURNING_PX or more: the dream moved the same way
+        "same_way_share": (
+            float((np.sign(dream_recorded[turning]) == np.sign(engine_recorded[turning])).mean())
+            if turning.any()
+            else None
+        ),
+    }
+    return out
+
+
+@torch.no_grad()
+def evaluate_motion_one_step(
+    dreamer: Dreamer, held: HeldOut, targets: torch.Tensor, spec: ActionSpec, seed: int, batch: int = 64
+) -> dict:
+    """Control by image motion one step ahead from the real starts `targets` (frame indices)."""
+    engine = engine_turn_motion(held, spec)
+    right, left, dream_rec, engine_rec = [], [], [], []
+    for i in range(0, len(targets), batch):
+        t = targets[i : i + batch]
+        idx = t.numpy()
+        context, acts = held.context(t)
+        last = held.frames[idx - 1]
+        pred = dreamer.decode(dreamer.predict(context, acts, seed + i))
+        dream_rec.append(view_shift(last, pred))
+        engine_rec.append(view_shift(last, held.frames[idx]))
+        r, lf = turn_response(dreamer, context, acts, last, spec, seed + i)
+        right.append(r)
+        left.append(lf)
+    diff = None if engine["right"] is None or engine["left"] is None else engine["right"] - engine["left"]
+    return {
+        "starts": len(targets),
+        "engine_fast_turns": engine,
+        **motion_figures(
+            *(np.concatenate(x) for x in (right, left)),
+            diff,
+            *(np.concatenate(x) for x in (dream_rec, engine_rec)),
+        ),
+    }
+
+
+def step_motion(start: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Per-step view motion of sequences: start (B, H, W, 3), frames (B, T, H, W, 3) -> (B, T) px."""
+    prev = np.concatenate([start[:, None], frames[:, :-1]], 1)
+    return view_shift(prev, frames)
 
 
 def _turn_sign(probe, start, dream_a, dream_b, engine_a, engine_b, angles_a, angles_b) -> dict:
@@ -180,11 +373,15 @@ def _turn_sign(probe, start, dream_a, dream_b, engine_a, engine_b, angles_a, ang
     if not turning.any():
         return {"cases": 0}
     agree = np.sign(dream[turning]) == np.sign(truth[turning])
+    engine_frames = float((np.sign(engine[turning]) == np.sign(truth[turning])).mean())
     return {
         "cases": int(turning.sum()),
         "model": float(agree.mean()),
         # the probe read off the engine's own frames: the most a dream can score with this probe
-        "engine_frames": float((np.sign(engine[turning]) == np.sign(truth[turning])).mean()),
+        "engine_frames": engine_frames,
+        # below PROBE_READS_WORLD the probe cannot read this world's angle (a round arena's uniform wall), and
+        # its turn sign says nothing of the dream: control by motion does
+        "reads_this_world": engine_frames >= PROBE_READS_WORLD,
     }
 
 

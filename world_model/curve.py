@@ -20,49 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.actions import ActionSpec
 from data.cli_args import MAX_SEED, UsageError, arg
 from data.dataset import Dataset
 from data.durable import write_atomic
 from world_model.checkpoint import WorldModelCheckpoint, load_world_model
+from world_model.control import MIN_PX, engine_turn_motion, turn_response
 from world_model.metrics import scene_edge_corr
-from world_model.motion import view_shift
 from world_model.rollout import Dreamer, HeldOut, load_heldout
-
-MIN_PX = 2.0  # a dream's right-minus-left motion counts as a turn the right way above this (px)
-
-
-def fast_turns(spec: ActionSpec) -> tuple[int, int]:
-    """The turn bins of the fastest turn left and right."""
-    return 0, len(spec.turn_degrees_per_tic) - 1
-
-
-def forced_turn(actions: torch.Tensor, spec: ActionSpec, turn_bin: int) -> torch.Tensor:
-    """(B, K+1, fields) with the current action replaced by `turn_bin` and nothing else pressed."""
-    out = actions.clone()
-    out[:, -1] = torch.as_tensor(spec.noop())
-    out[:, -1, spec.fields.index("turn")] = turn_bin
-    return out
-
-
-def engine_turn_motion(held: HeldOut, spec: ActionSpec) -> dict:
-    """The engine's view motion (px) on the held-out play's own fast turns in place: median right, median
-    left, and how many of each (an episode's first frames, where the engine ignores turning, left out)."""
-    acts = held.actions.numpy()
-    turn, fields = spec.fields.index("turn"), spec.fields
-    still = (acts[:, fields.index("move")] == 0) & (acts[:, fields.index("strafe")] == 0)
-    idx = np.arange(len(acts) - 1)
-    ep = held.episode_of(idx)
-    inside = (idx + 1 < np.asarray(held.starts)[ep] + np.asarray(held.lengths)[ep]) & (
-        idx - np.asarray(held.starts)[ep] >= 4
-    )
-    out = {}
-    for name, b in zip(("left", "right"), fast_turns(spec), strict=True):
-        pick = idx[inside & still[:-1] & (acts[:-1, turn] == b)]
-        shifts = view_shift(held.frames[pick], held.frames[pick + 1]) if len(pick) else np.zeros(0)
-        out[name] = float(np.median(shifts)) if len(shifts) else None
-        out[f"{name}_frames"] = len(pick)
-    return out
 
 
 @dataclass
@@ -88,7 +52,6 @@ def score(ck: WorldModelCheckpoint, starts: Starts, device, seed: int = 0, batch
     """One snapshot's one-step figures from `starts` (see the module's docstring)."""
     spec, held = ck.action_spec, starts.held
     dreamer = Dreamer(ck, device, ck.diffusion.sampling_steps)
-    left_bin, right_bin = fast_turns(spec)
     edge, copy, ceil, right, left = [], [], [], [], []
     for i in range(0, len(starts.targets), batch):
         t = starts.targets[i : i + batch]
@@ -99,9 +62,9 @@ def score(ck: WorldModelCheckpoint, starts: Starts, device, seed: int = 0, batch
         edge.append(scene_edge_corr(pred, real))
         copy.append(scene_edge_corr(last, real))
         ceil.append(scene_edge_corr(dreamer.decode(held.latents_at(idx)), real))
-        for out, b in ((right, right_bin), (left, left_bin)):
-            turned = dreamer.decode(dreamer.predict(context, forced_turn(acts, spec, b), seed + i))
-            out.append(view_shift(last, turned))
+        r, lf = turn_response(dreamer, context, acts, last, spec, seed + i)
+        right.append(r)
+        left.append(lf)
     right, left = np.concatenate(right), np.concatenate(left)
     eng = starts.engine
     engine_diff = None if eng["right"] is None or eng["left"] is None else eng["right"] - eng["left"]

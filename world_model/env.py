@@ -38,6 +38,7 @@ class WorldModelEnv:
         self.action_spec: ActionSpec = ckpt.action_spec
         self.frame_skip: int = ckpt.frame_skip
         self.resolution: tuple[int, int] = ckpt.resolution
+        self.world = ckpt.world  # what it dreams (data/world.py)
         self.context_len: int = ckpt.dit_cfg.context_len
         self.process = ckpt.process  # the sampler
         self._steps = ckpt.diffusion.sampling_steps

@@ -33,7 +33,7 @@ from data.dataset import Dataset, DatasetError
 from data.durable import write_atomic
 from data.video import video_backend, write_video
 from world_model.checkpoint import check_data_fits, load_world_model
-from world_model.control import EngineFactory, evaluate_control, evaluate_stability
+from world_model.control import EngineFactory, evaluate_control, evaluate_motion_one_step, evaluate_stability
 from world_model.env import MAX_SAMPLING_STEPS
 from world_model.metrics import (
     gaussian_blur,
@@ -69,6 +69,9 @@ class EvalArgs:
     horizon: int = arg(96, "rollout length in frames", ge=1)
     engine: bool = arg(True, "skip control and stability against the real engine (no VizDoom)")
     control_cases: int = arg(16, "16-step control cases against the engine", ge=1)
+    motion_starts: int = arg(
+        128, "real starts of control by image motion one step ahead (forced fast turns; 0: skip)", ge=0
+    )
     stability_frames: int = arg(2000, "frames of the long dream run beside the engine (0: skip)", ge=0)
     probe: bool = arg(True, "skip the place probe (position and angle read off the frames)")
     probe_data: str | None = arg(
@@ -145,6 +148,11 @@ def evaluate(
     ck = load_world_model(args.ckpt, device)
     ds = Dataset(args.data)
     check_data_fits(ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ckpt))
+    mine = f"the checkpoint {args.ckpt}"
+    ck.world.check(ds.world, mine, f"--data {args.data}")
+    probe_ds = Dataset(args.probe_data) if args.probe and args.probe_data else ds
+    if probe_ds is not ds:  # a probe trained on another world reads nothing of this one
+        ck.world.check(probe_ds.world, mine, f"--probe-data {args.probe_data}")
     train_refs, held_refs = ds.split(ck.train.heldout_fraction)
     if args.all_episodes:
         held_refs, train_refs = list(ds.episodes), []
@@ -167,7 +175,6 @@ def evaluate(
 
     probe, probe_info = None, {"skipped": "--no-probe"}
     if args.probe:
-        probe_ds = Dataset(args.probe_data) if args.probe_data else ds
         probe_train = probe_ds.split(ck.train.heldout_fraction)[0] if args.probe_data else train_refs
         if probe_train:
             cfg = ProbeConfig(steps=args.probe_steps) if args.probe_steps else ProbeConfig()
@@ -240,6 +247,18 @@ def evaluate(
             }
     t = lap("rollouts", t)
 
+    # Control by image motion one step ahead: needs no engine (world_model/control.py).
+    if args.motion_starts:
+        pick = (
+            torch.linspace(0, len(windows) - 1, min(args.motion_starts, len(windows))).round().long().unique()
+        )
+        one_step = evaluate_motion_one_step(
+            dreamer, held, windows.targets[pick], ds.action_spec, args.seed + 30_000, args.batch
+        )
+    else:
+        one_step = {"skipped": "--motion-starts 0"}
+    t = lap("motion", t)
+
     view_floor = sc.mean("tf/edge_corr/floor")  # an unrelated real frame, over the whole of the episodes
     fps = 35.0 / ds.manifest.frame_skip
     control: dict = {
@@ -255,7 +274,7 @@ def evaluate(
         control = _guarded(
             "control",
             lambda: evaluate_control(
-                dreamer, held, probe, engines, ds.action_spec, args.control_cases, args.seed
+                dreamer, held, probe, engines, ds.action_spec, args.control_cases, args.seed, motion=True
             ),
         )
         t = lap("control", t)
@@ -277,6 +296,8 @@ def evaluate(
         else:
             stability = {"skipped": "--stability-frames 0"}
     samples = stability.pop("_samples", [])
+    over_cases = control.pop("motion", None) or {"skipped": control.get("skipped") or control.get("failed")}
+    control["motion"] = {"one_step": one_step, "cases": over_cases}
 
     video_path = out / ("side_by_side.gif" if video_backend() == "gif" else "side_by_side.mp4")
     write_video(video, video_path.with_suffix(".mp4"), fps=fps, scale=2)  # a .gif where no mp4 encoder

@@ -92,8 +92,16 @@ def _control_lines(c: dict, s: dict) -> list[str]:
         if ts and ts.get("cases"):
             lines.append(
                 f"  turn sign agrees with the engine in {ts['model']:.0%} of {ts['cases']} turns "
-                f"(the probe on the engine's frames: {ts['engine_frames']:.0%})"
+                f"(the probe on the engine's frames: {ts['engine_frames']:.0%}"
+                + (
+                    ""
+                    if ts.get("reads_this_world", True)
+                    else "; it cannot read this world's angle, so this "
+                    "says nothing of the dream: see control by image motion"
+                )
+                + ")"
             )
+    lines += _motion_lines(c.get("motion"))
     if "skipped" in s or "failed" in s:
         lines.append(
             f"stability: {'skipped' if 'skipped' in s else 'failed'} ({s.get('skipped') or s['failed']})"
@@ -114,6 +122,54 @@ def _control_lines(c: dict, s: dict) -> list[str]:
             f"{s['mean_edge_corr']:.3f} (floor {s['floor']:.3f}), "
             f"{s['share_above_floor']:.0%} above the floor; {lost}"
         )
+    return lines
+
+
+def _x(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _motion_figures(m: dict) -> str:
+    r = m["recorded"]
+    return (
+        f"turn gain {_x(m['turn_gain'], '.2f')}, the right way from {_x(m['right_way_share'], '.0%')} of "
+        f"{m['judged']} starts; under the recorded actions the dream's motion correlates "
+        f"{_x(r['correlation'], '+.2f')} with the engine's and goes its way in "
+        f"{_x(r['same_way_share'], '.0%')} of {r['turning']} steps where the engine's view moved"
+    )
+
+
+def _motion_lines(m: dict | None) -> list[str]:
+    """Control by image motion (world_model/control.py): one step ahead, and over the control cases."""
+    if not m:
+        return []
+    lines = [
+        "control by image motion (the view's sideways shift in px, + as when turning right; gain 1: "
+        "turns as far as the engine, 0: ignores the turn)"
+    ]
+    one = m.get("one_step", {})
+    if "skipped" in one:
+        lines.append(f"  one step: skipped ({one['skipped']})")
+    else:
+        e = one["engine_fast_turns"]
+        lines.append(
+            f"  one step from {one['starts']} real starts, forced fast right / left: dream "
+            f"{one['dream_right_px']:+.1f} / {one['dream_left_px']:+.1f}; engine {_x(e['right'], '+.1f')} / "
+            f"{_x(e['left'], '+.1f')} (its fast turns in this play, {e['right_frames']} / {e['left_frames']} "
+            f"frames, read the right way {_x(e['estimator_right_way'], '.0%')})"
+        )
+        lines.append(f"    {_motion_figures(one)}")
+    cases = m.get("cases", {})
+    if "skipped" in cases or not cases:
+        lines.append(f"  over the control cases: skipped ({cases.get('skipped')})")
+    else:
+        lines.append(
+            f"  over {cases['cases']} cases of {cases['steps']} steps, forced fast right / left: dream "
+            f"{cases['dream_right_px']:+.0f} / {cases['dream_left_px']:+.0f}; engine "
+            f"{cases['engine_right_px']:+.0f} / {cases['engine_left_px']:+.0f} "
+            f"({cases.get('seconds', 0):.0f} s of the control's time)"
+        )
+        lines.append(f"    {_motion_figures(cases)}")
     return lines
 
 

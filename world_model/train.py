@@ -157,6 +157,7 @@ def train(args: TrainArgs) -> dict:
     if args.prediction is not None:
         diffusion = replace(diffusion, prediction=args.prediction)
     ds = Dataset(args.data)
+    data_world = ds.world  # what the model will dream; shards of several worlds are refused here
     ae, ae_config = load_autoencoder(args.ae, device)
     check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
     cache_path = Path(args.cache) if args.cache else out / "latents.safetensors"
@@ -188,6 +189,7 @@ def train(args: TrainArgs) -> dict:
         check_data_fits(
             ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(ckpt_dir)
         )
+        ck.world.check(data_world, f"the run {ckpt_dir}", f"--data {args.data}")
         dit, dit_cfg, step = ck.dit.train(), ck.dit_cfg, ck.step
         if args.prediction is not None and args.prediction != ck.diffusion.prediction:
             raise CheckpointError(
@@ -303,6 +305,7 @@ def train(args: TrainArgs) -> dict:
                     "samples_seen": step * tcfg.batch_size * world,
                     "dataset": str(args.data),
                     "autoencoder_source": str(args.ae),
+                    "world": data_world.to_dict(),
                 },
             )
 

@@ -42,6 +42,7 @@ CONTROL_STEPS = 16
 TURN_THRESHOLD_DEG = 10.0  # engine turns smaller than this have no sign worth checking
 MIN_PX = 2.0  # a dream's right-minus-left motion counts as a turn the right way above this (px)
 TURNING_PX = 10.0  # engine motion over a step or a case smaller than this has no sign worth checking
+SHEET_TURN_STEPS = (1, 4)  # steps of a held fast turn the contact sheet shows
 PROBE_READS_WORLD = 0.8  # the probe reads a world's angle if it signs the engine's own turns this well
 
 
@@ -178,11 +179,23 @@ def evaluate_control(
         t0 = time.perf_counter()
         start = held.frames[start_t.numpy()]
         moved = {}
+        turn_rows = []
         for name, a in forced.items():
             held_turn = torch.from_numpy(np.tile(a, (len(starts), CONTROL_STEPS, 1)))
             dream = np.stack(list(dreamer.rollout(context, led_in, held_turn, seed)), 1)
+            engine_run = np.stack(engine_forced[name])
             moved[f"dream_{name}"] = step_motion(start, dream).sum(1)  # (B,) px over the case
-            moved[f"engine_{name}"] = step_motion(start, np.stack(engine_forced[name])).sum(1)
+            moved[f"engine_{name}"] = step_motion(start, engine_run).sum(1)
+            for t in SHEET_TURN_STEPS:
+                turn_rows.append(
+                    (
+                        engine_run[0, t - 1],
+                        dream[0, t - 1],
+                        f"fast {name} turn held, step {t}: engine | dream "
+                        f"(view moved {step_motion(start[:1], engine_run[:1, :t]).sum():+.0f} | "
+                        f"{step_motion(start[:1], dream[:1, :t]).sum():+.0f} px)",
+                    )
+                )
         report["motion"] = {
             "cases": len(starts),
             "steps": CONTROL_STEPS,
@@ -197,6 +210,7 @@ def evaluate_control(
             ),
             "seconds": round(motion_s + time.perf_counter() - t0, 1),
         }
+        report["_turn_rows"] = turn_rows  # for the contact sheet: the first case under each held turn
     if probe is not None:
         report["turn_sign"] = _turn_sign(
             probe,

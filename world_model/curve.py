@@ -40,6 +40,7 @@ class Starts:
     @classmethod
     def build(cls, ck: WorldModelCheckpoint, heldout: str, count: int, seed: int, device) -> Starts:
         ds = Dataset(heldout)
+        ck.world.check(ds.world, "the runs' checkpoints", f"--heldout {heldout}")
         held = load_heldout(ds, list(ds.episodes), [], ck, device, limit=10**6)
         windows = held.windows
         gen = torch.Generator().manual_seed(seed)

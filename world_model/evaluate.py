@@ -296,6 +296,7 @@ def evaluate(
         else:
             stability = {"skipped": "--stability-frames 0"}
     samples = stability.pop("_samples", [])
+    turn_rows = control.pop("_turn_rows", [])
     over_cases = control.pop("motion", None) or {"skipped": control.get("skipped") or control.get("failed")}
     control["motion"] = {"one_step": one_step, "cases": over_cases}
 
@@ -349,7 +350,9 @@ def evaluate(
         "contact_sheet": str(sheet_path),
         "timing_s": timing,
     }
-    write_contact_sheet(report, sheet, samples, sheet_path, [h for h in SHEET_HORIZONS if h in sheet])
+    write_contact_sheet(
+        report, sheet, samples, sheet_path, [h for h in SHEET_HORIZONS if h in sheet], turns=turn_rows
+    )
     if sheet_out is not None:
         sheet_out.update(sheet)
     report["seconds"] = round(time.time() - t_start, 1)

@@ -178,10 +178,17 @@ def _label(draw, xy: tuple[int, int], text: str) -> None:
 
 
 def write_contact_sheet(
-    report: dict, sheet: dict, samples: list, path: Path, horizons: list[int], scale: int = 2
+    report: dict,
+    sheet: dict,
+    samples: list,
+    path: Path,
+    horizons: list[int],
+    scale: int = 2,
+    turns: list | tuple = (),
 ) -> None:
-    """Rows of real | dream at the given rollout horizons with their figures under each, then the
-    stability run's engine | dream at a few moments."""
+    """Rows of real | dream at the given rollout horizons with their figures under each, then `turns` (engine,
+    dream, label: a control case under held fast turns), then the stability run's engine | dream at a few
+    moments."""
     from PIL import Image, ImageDraw
 
     rows: list[tuple[np.ndarray, np.ndarray, str]] = []
@@ -199,6 +206,8 @@ def write_contact_sheet(
                 f"view PSNR {ps[str(h)]['model']:.1f} dB",
             )
         )
+    for real, gen, text in turns:
+        rows.append((real, gen, text))
     for t, real, gen in samples:
         rows.append((real, gen, f"stability, frame {t}: engine | dream"))
     if not rows:

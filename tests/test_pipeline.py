@@ -31,6 +31,20 @@ def test_tiny_pipeline_end_to_end_then_resumes(tmp_path, capsys):
     assert main(["pipeline", "--preset", "cpu", "--out", str(out)]) == 2
 
 
+def test_tiny_pipeline_in_the_arena_makes_and_judges_a_model_of_the_arena(tmp_path, capsys):
+    out = tmp_path / "arena"
+    assert main(["pipeline", "--preset", "tiny", "--scenario", "defend_the_center", "--out", str(out)]) == 0
+    assert {m.scenario for m in Dataset(out / "data").shards.values()} == {"defend_the_center"}
+    from world_model.checkpoint import load_world_model
+
+    assert load_world_model(out / "dit" / "ckpt").world.scenario == "defend_the_center"
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report["control"]["motion"]["one_step"]["starts"] >= 1
+    capsys.readouterr()
+    assert main(["pipeline", "--preset", "tiny", "--out", str(out)]) == 2  # made for another world
+    assert "made for 'defend_the_center'" in capsys.readouterr().err
+
+
 def test_an_interrupted_training_resumes_only_from_a_checkpoint_it_saved(tmp_path):
     """A training killed before its first save is started again (keeping its folder: the latent cache), not
     run with --resume, which would stop the pipeline there."""

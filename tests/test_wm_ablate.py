@@ -75,9 +75,15 @@ def test_ablate_writes_one_row_per_variant_and_skips_finished_ones(dataset, ae, 
         assert r["train_steps"] >= 1 and r["samples_per_s"] > 0 and r["play_ms"] > 0
         assert -1 <= r["tf_edge_corr"] <= 1 and r["tf_ceiling"] == pytest.approx(rows[0]["tf_ceiling"])
         assert r["turn_sign_engine"] is not None or r["action_response"] is not None
+        # control by image motion, from the variant's eval report
+        report = json.loads((out / r["variant"] / "eval" / "report.json").read_text())
+        one = report["control"]["motion"]["one_step"]
+        assert r["motion_turn_gain"] == one["turn_gain"] and r["motion_right_way"] == one["right_way_share"]
+        assert r["motion_cases_right_way"] == report["control"]["motion"]["cases"]["right_way_share"]
     assert load_world_model(out / "tokens" / "ckpt").dit_cfg.action_tokens
     table = (out / "table.md").read_text()
     assert "| base |" in table and "| tokens |" in table
+    assert "| turn by motion, 1 step: gain, right way | over 16 steps |" in table
     assert (out / "sheet.png").stat().st_size > 0
     stamp = (out / "base" / "ckpt" / "config.json").stat().st_mtime_ns
     capsys.readouterr()

@@ -32,7 +32,8 @@ def test_figures_of_a_dream_that_turns_as_far_as_the_engine_one_that_copies_and_
     )
     assert mixed["judged"] == 1 and mixed["right_way_share"] == 1.0
     unknown = motion_figures(np.full(4, 19.0), np.full(4, -19.0), None, engine_rec, engine_rec)
-    assert unknown["turn_gain"] is None and unknown["right_way_share"] is None
+    # with no engine figure there is no gain; the right way is the estimator's sign (+ as turning right)
+    assert unknown["turn_gain"] is None and unknown["right_way_share"] == 1.0
 
 
 @pytest.fixture(scope="module")

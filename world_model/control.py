@@ -307,17 +307,24 @@ def motion_figures(
         "dream_right_px": float(dream_right.mean()),
         "dream_left_px": float(dream_left.mean()),
     }
-    e = np.broadcast_to(np.asarray(np.nan if engine_diff is None else engine_diff, np.float64), diff.shape)
-    ok = np.abs(e) > MIN_PX  # starts where the engine's own turn moved its view (NaN: not known)
-    if not ok.any():
-        out.update(engine_right_minus_left_px=None, turn_gain=None, right_way_share=None)
-    else:
+    if engine_diff is None:
+        # No engine figure to scale by (held-out play with no fast turn in place): no gain, and the right
+        # way is the estimator's own sign, positive as when turning right.
         out.update(
-            engine_right_minus_left_px=float(e[ok].mean()),
-            turn_gain=float(diff[ok].mean() / e[ok].mean()),
-            right_way_share=float((np.sign(e[ok]) * diff[ok] > MIN_PX).mean()),
+            engine_right_minus_left_px=None,
+            turn_gain=None,
+            right_way_share=float((diff > MIN_PX).mean()),
+            judged=len(diff),
         )
-    out["judged"] = int(ok.sum())
+    else:
+        e = np.broadcast_to(np.asarray(engine_diff, np.float64), diff.shape)
+        ok = np.abs(e) > MIN_PX  # starts where the engine's own turn moved its view
+        out.update(
+            engine_right_minus_left_px=float(e[ok].mean()) if ok.any() else None,
+            turn_gain=float(diff[ok].mean() / e[ok].mean()) if ok.any() else None,
+            right_way_share=float((np.sign(e[ok]) * diff[ok] > MIN_PX).mean()) if ok.any() else None,
+            judged=int(ok.sum()),
+        )
     turning = np.abs(engine_recorded) >= TURNING_PX
     out["recorded"] = {
         "correlation": _corr(dream_recorded, engine_recorded),

@@ -8,7 +8,7 @@ dozen points costs less than one `wm eval`:
   else pressed; the dream's view motion from the real last frame (world_model/motion.py) right minus left,
   over the engine's (its recorded fast turns in the same held-out play, nothing else pressed: median right
   minus median left) is the turn gain, and the share of starts whose right minus left has the engine's sign
-  (by more than MIN_PX) is the right-way share.
+  (by more than control.MIN_PX) is the right-way share, both by control.motion_figures as in `wm eval`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from data.cli_args import MAX_SEED, UsageError, arg
 from data.dataset import Dataset
 from data.durable import write_atomic
 from world_model.checkpoint import WorldModelCheckpoint, load_world_model
-from world_model.control import MIN_PX, engine_turn_motion, turn_response
+from world_model.control import engine_turn_motion, motion_figures, turn_response
 from world_model.metrics import scene_edge_corr
+from world_model.motion import view_shift
 from world_model.rollout import Dreamer, HeldOut, load_heldout
 
 
@@ -53,7 +54,7 @@ def score(ck: WorldModelCheckpoint, starts: Starts, device, seed: int = 0, batch
     """One snapshot's one-step figures from `starts` (see the module's docstring)."""
     spec, held = ck.action_spec, starts.held
     dreamer = Dreamer(ck, device, ck.diffusion.sampling_steps)
-    edge, copy, ceil, right, left = [], [], [], [], []
+    edge, copy, ceil, right, left, dream_rec, engine_rec = [], [], [], [], [], [], []
     for i in range(0, len(starts.targets), batch):
         t = starts.targets[i : i + batch]
         idx = t.numpy()
@@ -63,23 +64,25 @@ def score(ck: WorldModelCheckpoint, starts: Starts, device, seed: int = 0, batch
         edge.append(scene_edge_corr(pred, real))
         copy.append(scene_edge_corr(last, real))
         ceil.append(scene_edge_corr(dreamer.decode(held.latents_at(idx)), real))
+        dream_rec.append(view_shift(last, pred))
+        engine_rec.append(view_shift(last, real))
         r, lf = turn_response(dreamer, context, acts, last, spec, seed + i)
         right.append(r)
         left.append(lf)
-    right, left = np.concatenate(right), np.concatenate(left)
     eng = starts.engine
     engine_diff = None if eng["right"] is None or eng["left"] is None else eng["right"] - eng["left"]
-    diff = right - left
-    sign = 1.0 if not engine_diff else float(np.sign(engine_diff))
+    motion = motion_figures(
+        *(np.concatenate(x) for x in (right, left)),
+        engine_diff,
+        *(np.concatenate(x) for x in (dream_rec, engine_rec)),
+    )
     return {
         "edge_corr": float(np.concatenate(edge).mean()),
         "copy_last": float(np.concatenate(copy).mean()),
         "ceiling": float(np.concatenate(ceil).mean()),
-        "dream_right_px": float(right.mean()),
-        "dream_left_px": float(left.mean()),
-        "turn_gain": None if not engine_diff else float(diff.mean() / engine_diff),
-        "right_way_share": float((sign * diff > MIN_PX).mean()),
-        "starts": len(diff),
+        **{k: motion[k] for k in ("dream_right_px", "dream_left_px", "turn_gain", "right_way_share")},
+        "recorded_motion_correlation": motion["recorded"]["correlation"],  # dream vs engine, recorded actions
+        "starts": len(starts.targets),
     }
 
 
@@ -103,15 +106,15 @@ def run_curve(runs: dict[str, Path], heldout: str, count: int = 64, seed: int = 
             points.append(point)
             print(
                 f"{name} step {ck.step}: edge corr {point['edge_corr']:.3f} (copy {point['copy_last']:.3f}), "
-                f"turn gain {_f(point['turn_gain'])}, right way {point['right_way_share']:.0%}",
+                f"turn gain {_f(point['turn_gain'])}, right way {_f(point['right_way_share'], '.0%')}",
                 flush=True,
             )
         out[name] = points
     return {"engine": None if starts is None else starts.engine, "runs": out}
 
 
-def _f(x) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def _f(x, fmt: str = ".2f") -> str:
+    return "-" if x is None else format(x, fmt)
 
 
 def format_curve(curve: dict) -> str:
@@ -130,7 +133,7 @@ def format_curve(curve: dict) -> str:
             lines.append(
                 f"| {name} | {p['samples']:,} | {p['edge_corr']:.3f} "
                 f"({p['copy_last']:.3f} / {p['ceiling']:.3f}) "
-                f"| {_f(p['turn_gain'])} | {p['right_way_share']:.0%} "
+                f"| {_f(p['turn_gain'])} | {_f(p['right_way_share'], '.0%')} "
                 f"| {p['dream_right_px']:+.1f} / {p['dream_left_px']:+.1f} |"
             )
     return "\n".join(lines) + "\n"

@@ -45,16 +45,19 @@ class LatentWindows(torch.utils.data.Dataset):
         self.latents, self.actions, self.k = latents, actions, context_len
         dev = latents.device
         self.noop = torch.as_tensor(noop, dtype=torch.long, device=dev)
-        targets, first = [], []
+        targets, first, last = [], [], []
         for e in torch.as_tensor(episodes, dtype=torch.long).tolist():
             s, n = int(starts[e]), int(lengths[e])
             if n >= 2:
                 targets.append(torch.arange(s + 1, s + n))
                 first.append(torch.full((n - 1,), s))
+                last.append(torch.full((n - 1,), s + n - 1))
         if not targets:
             raise ValueError("no training windows: every selected episode has fewer than 2 frames")
         self.targets = torch.cat(targets).to(dev)  # (M,) index of each window's target frame
         self.first = torch.cat(first).to(dev)  # (M,) index of its episode's first frame
+        self.last = torch.cat(last).to(dev)  # (M,) index of its episode's last frame
+        self._runs: dict[int, torch.Tensor] = {}  # run length -> the windows that start such a run
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -82,6 +85,28 @@ class LatentWindows(torch.utils.data.Dataset):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Indices from a CPU generator: the same batches whichever device gathers them.
         return self.gather(torch.randint(len(self), (batch,), generator=generator))
+
+    def sample_runs(
+        self, batch: int, length: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`batch` runs of `length` consecutive targets within one episode, for training on own rollouts:
+        targets (B, L, C, h, w), and each target's real window: contexts (B, L, K, C, h, w), actions
+        (B, L, K+1, fields)."""
+        if length not in self._runs:
+            self._runs[length] = torch.nonzero(self.targets + length - 1 <= self.last).flatten()
+        starts = self._runs[length]
+        if len(starts) == 0:
+            raise ValueError(f"no run of {length} frames: every selected episode is shorter")
+        which = starts[torch.randint(len(starts), (batch,), generator=generator).to(starts.device)]
+        n = self.targets[which][:, None] + torch.arange(length, device=which.device)  # (B, L)
+        first = self.first[which][:, None].expand(-1, length)  # (B, L)
+        context, actions = self.context_for(n.flatten(), first.flatten())
+        b = len(which)
+        return (
+            self.latents[n].float(),  # (B, L, C, h, w)
+            context.view(b, length, *context.shape[1:]),  # (B, L, K, C, h, w)
+            actions.view(b, length, *actions.shape[1:]),  # (B, L, K+1, fields)
+        )
 
     def __getitem__(self, i: int):
         target, context, actions = self.gather(torch.tensor([i]))

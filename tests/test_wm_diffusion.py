@@ -93,8 +93,9 @@ def _default_batch(ck, b=3, seed=0):
 # the values those checkpoints were trained with.
 NEWER_FIELDS = {
     "ae": ["grad_loss"],
-    "dit": ["action_tokens", "action_input"],
+    "dit": ["action_tokens", "action_input", "conv_head", "base_input"],
     "diffusion": ["prediction", "clean_residual", "action_drop_prob", "action_guidance", "ego_warp"],
+    "train": ["rollout_share", "rollout_steps", "rollout_mode", "rollout_ema"],
 }
 
 
@@ -134,6 +135,8 @@ def test_an_old_checkpoint_loads_with_the_settings_it_was_trained_with(default_c
     assert not default_ck.dit_cfg.action_tokens and default_ck.process.dropped_bucket == 10
     assert not default_ck.dit_cfg.action_input and not default_ck.diffusion.ego_warp
     assert default_ck.ae.cfg.grad_loss == 0.0
+    assert not default_ck.dit_cfg.conv_head and not default_ck.dit_cfg.base_input
+    assert default_ck.train.rollout_share == 0.0  # trained on true pasts only
 
 
 def test_the_shipped_default_loads_as_the_v_prediction_it_was_trained_with():

@@ -358,6 +358,7 @@ class WorldModelCheckpoint:
             self.frame_skip,
             self.resolution,
             self.dit_cfg.latent_size,
+            self.dit_cfg.base_input,
         )
 
 

@@ -118,6 +118,17 @@ class DiTConfig:
     # reads the action through its own content, not only through a gain and shift shared by all. Checkpoints
     # saved before the setting existed load as False.
     action_input: bool = False
+    # A small convolution over the unpatchified output (and the noisy input it refines), zero-initialised and
+    # added to it: each latent patch otherwise comes from its own token through a linear head, so neighbouring
+    # patches can disagree at every border and a rollout breaks into tiles on the token grid (U-ViT ends with
+    # a 3x3 convolution for this). A fresh model still outputs exactly zero. Checkpoints saved before the
+    # setting existed load as False.
+    conv_head: bool = False
+    # One more input frame beside the context: the last latent turned by the current action's turn (the
+    # ego-motion warp; as it is without diffusion.ego_warp). With diffusion.residual off, copying the turned
+    # view stays one step for the network while its output is the whole next frame, pulled toward frames the
+    # decoder knows. Checkpoints saved before the setting existed load as False.
+    base_input: bool = False
 
     def __post_init__(self):
         check(self)
@@ -143,6 +154,7 @@ class DiTConfig:
 
 
 PREDICTIONS = ("v", "x0", "eps", "edm")  # what the DiT outputs; see world_model/diffusion.py
+ROLLOUT_MODES = ("onepass", "sampler")  # how training on own rollouts makes its frames (TrainConfig)
 
 
 @dataclass
@@ -219,9 +231,29 @@ class TrainConfig:
     log_every: int = bounded(50, ge=1)
     seed: int = bounded(0, ge=0, le=MAX_SEED)
     heldout_fraction: float = bounded(0.1, ge=0, le=0.9)
+    # Training on the model's own rollouts. At play the residual base and the context are the model's own
+    # output, errors included; trained only on true pasts it never learns to take an error out, and every
+    # error passes into every later frame. This share of each batch is a run of `rollout_steps` frames the
+    # model makes itself from a real past under the recorded actions, each written into the context (and so
+    # the base) of the next, the target always the real frame (DIAMOND's CS:GO model: 4 steps). 0: off, as
+    # every checkpoint saved before the setting existed was trained.
+    rollout_share: float = bounded(0.0, ge=0, le=1)
+    rollout_steps: int = bounded(4, ge=1, le=16)
+    # How the model's frames are made: "onepass" (DIAMOND's) writes the training forward's own denoised
+    # output, detached, into the next step's context, with a loss on every step, so it costs no extra pass;
+    # "sampler" generates them without gradient with the sampler as play runs it (its steps and guidance)
+    # and trains on the frame after them.
+    rollout_mode: str = "onepass"
+    rollout_ema: bool = (
+        False  # sampler mode: generate with the EMA weights, as play does, not the online ones
+    )
 
     def __post_init__(self):
         check(self)
+
+    def rules(self) -> list[tuple[str, bool, str]]:
+        """(field, holds, rule) between fields."""
+        return [("rollout_mode", self.rollout_mode in ROLLOUT_MODES, f"choose one of {list(ROLLOUT_MODES)}")]
 
 
 @dataclass

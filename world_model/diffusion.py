@@ -17,6 +17,11 @@ Around every parameterisation: the target is optionally the change from the last
 (`residual`; with `ego_warp`, from that latent turned by the player's turn, world_model/egomotion.py),
 the context is noised at a random bucket level in training (GameNGen sec. 3.2.1), and
 classifier-free guidance drops the past frames (actions kept), telling the model the `dropped_bucket`.
+With `base_input` (DiTConfig) the last latent, turned, is also an input of the network.
+
+Training on the model's own rollouts (TrainConfig.rollout_*): `unrolled_loss` is DIAMOND's one-pass way (each
+step's denoised estimate, detached, becomes the next step's last context frame, a loss on every step);
+`rollout_context` makes the frames with the sampler as play does, for a loss on the frame after them.
 """
 
 from __future__ import annotations
@@ -46,13 +51,18 @@ class Diffusion:
     `buckets` is the model's number of context-noise levels (DiTConfig.noise_buckets); the model's
     noise embedding has one more entry, `dropped_bucket`, for a dropped context."""
 
-    def __init__(self, cfg: DiffusionConfig, buckets: int, warp: TurnWarp | None = None):
+    def __init__(
+        self, cfg: DiffusionConfig, buckets: int, warp: TurnWarp | None = None, base_input: bool = False
+    ):
         if buckets < 1:
             raise ValueError(f"buckets must be >= 1, got {buckets}")
         if cfg.ego_warp and warp is None:
             raise ValueError("diffusion.ego_warp needs the world's turn warp (Diffusion.for_world)")
         self.cfg, self.buckets = cfg, buckets
         self.warp = warp if cfg.ego_warp else None
+        self.base_input = (
+            base_input  # the model takes the turned last latent as an input (DiTConfig.base_input)
+        )
         # Noise level of each bucket: evenly spaced in [0, context_noise_max], bucket 0 = clean.
         self.levels = torch.linspace(0.0, cfg.context_noise_max, buckets)  # (buckets,)
         self.prediction = cfg.prediction
@@ -67,11 +77,12 @@ class Diffusion:
         frame_skip: int,
         resolution: tuple[int, int],
         latent_hw: tuple[int, int],
+        base_input: bool = False,
     ) -> Diffusion:
         """The process of a model of this world (action contract, frame_skip, (width, height) frames) on its
         latent grid: with ego_warp, the world's turn warp is made here."""
         warp = TurnWarp.for_world(spec, frame_skip, resolution, latent_hw) if cfg.ego_warp else None
-        return cls(cfg, buckets, warp)
+        return cls(cfg, buckets, warp, base_input)
 
     @property
     def dropped_bucket(self) -> int:
@@ -114,8 +125,17 @@ class Diffusion:
         clean_residual, the clean one; with ego_warp, that latent turned by the current action's turn."""
         if not self.cfg.residual:
             return 0.0
-        last = clean_last if self.cfg.clean_residual else shown_last
+        return self.turned(clean_last if self.cfg.clean_residual else shown_last, actions)
+
+    def turned(self, last: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The last latent (B, C, h, w) turned by the current action's turn with ego_warp, else as it is."""
         return self.warp(last, actions) if self.warp is not None else last
+
+    def _call(self, model, x, t, context, bucket, actions, base_in) -> torch.Tensor:
+        """The model's output; the turned last latent goes in only where the model takes it (base_input)."""
+        if self.base_input:
+            return model(x, t, context, bucket, actions, base_in)
+        return model(x, t, context, bucket, actions)
 
     # --- the parameterisation -------------------------------------------------------------------------
 
@@ -129,23 +149,26 @@ class Diffusion:
         c_noise = torch.log(sigma) / 4 if isinstance(sigma, torch.Tensor) else math.log(sigma) / 4
         return c_in, c_skip, c_out, c_noise
 
-    def _noised(
-        self, x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _noised(self, x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor) -> tuple:
         """Training input from a clean x0 (B, C, h, w), a uniform (cosine) or normal (EDM) draw u (B,) and the
-        noise: (model input, the model's time input (B,), the output the model should give)."""
+        noise: (model input, the model's time input (B,), the output the model should give, and the map from
+        the model's output to its estimate of x0)."""
         if self.prediction == "edm":
             sigma = torch.exp(self.cfg.edm_p_mean + self.cfg.edm_p_std * u).view(-1, 1, 1, 1)
             x = x0 + sigma * eps
             c_in, c_skip, c_out, c_noise = self.edm_scalings(sigma)
             # MSE on F is EDM's loss with its weighting lambda(sigma) = 1 / c_out^2 folded in.
-            return c_in * x, c_noise.flatten(), (x0 - c_skip * x) / c_out
+            return (
+                c_in * x,
+                c_noise.flatten(),
+                (x0 - c_skip * x) / c_out,
+                lambda out: c_skip * x + c_out * out,
+            )
         t = u * self.t_max  # (B,)
         a, s = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
         x_t = a * x0 + s * eps
-        if self.prediction == "v":
-            return x_t, t, a * eps - s * x0
-        return x_t, t, x0 if self.prediction == "x0" else eps
+        target = a * eps - s * x0 if self.prediction == "v" else x0 if self.prediction == "x0" else eps
+        return x_t, t, target, lambda out: self._x0_eps(out, x_t, a, s)[0]
 
     def _x0_eps(
         self, out: torch.Tensor, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor
@@ -171,6 +194,21 @@ class Diffusion:
 
         target (B, C, h, w); context (B, K, C, h, w); actions (B, K+1, fields). The draws come from
         `generator`, in a fixed order: bucket and context noise, time, noise, dropped contexts."""
+        out, out_target, _ = self.forward(model, target, context, actions, generator)
+        return F.mse_loss(out, out_target)
+
+    def forward(
+        self,
+        model,
+        target: torch.Tensor,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+        drop: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training forward of `loss`: the model's output and the output it should give (B, C, h, w), and
+        its denoised estimate of the next latent, the base added back. `drop` False keeps every context (no
+        CFG drop), for a step whose estimate feeds the next one."""
         b, dev = target.shape[0], target.device
         gdev = generator.device if generator is not None else dev
 
@@ -185,20 +223,74 @@ class Diffusion:
             bucket = torch.zeros(b, dtype=torch.long, device=dev)
         # Relative to the last latent as the model sees it (noised: it learns to undo that noise too), or,
         # with clean_residual, to the clean one, so that predicting zero copies the last frame exactly.
-        target = target - self.residual_base(clean_last, context[:, -1], actions)
+        base = self.residual_base(clean_last, context[:, -1], actions)
+        base_in = self.turned(context[:, -1], actions) if self.base_input else None
+        target = target - base
         if self.prediction == "edm":
             u = torch.randn(b, generator=generator, device=gdev).to(dev)  # (B,) log-normal sigma
         else:
             u = rand(b)  # (B,) uniform time
         eps = torch.randn(target.shape, generator=generator, device=gdev).to(dev)
-        x_in, t_in, out_target = self._noised(target, u, eps)
-        drop = rand(b) < self.cfg.context_drop_prob  # (B,) the unconditional branch of CFG
-        context = torch.where(drop.view(-1, 1, 1, 1, 1), torch.zeros_like(context), context)
-        bucket = torch.where(drop, torch.full_like(bucket, self.dropped_bucket), bucket)
+        x_in, t_in, out_target, to_x0 = self._noised(target, u, eps)
+        if drop:
+            dropped = rand(b) < self.cfg.context_drop_prob  # (B,) the unconditional branch of CFG
+            context = torch.where(dropped.view(-1, 1, 1, 1, 1), torch.zeros_like(context), context)
+            bucket = torch.where(dropped, torch.full_like(bucket, self.dropped_bucket), bucket)
+            if base_in is not None:
+                base_in = torch.where(dropped.view(-1, 1, 1, 1), torch.zeros_like(base_in), base_in)
         if self.cfg.action_drop_prob > 0:  # the unconditional branch of CFG on the action: "no action"
             no_action = rand(b) < self.cfg.action_drop_prob  # (B,)
             actions = torch.where(no_action.view(-1, 1, 1), torch.full_like(actions, NO_ACTION), actions)
-        return F.mse_loss(model(x_in, t_in, context, bucket, actions).float(), out_target.float())
+        out = self._call(model, x_in, t_in, context, bucket, actions, base_in).float()
+        return out, out_target.float(), to_x0(out) + base
+
+    def unrolled_loss(
+        self,
+        model,
+        targets: torch.Tensor,
+        contexts: torch.Tensor,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """DIAMOND's training on its own rollouts in one pass: the mean loss over L steps, each step's
+        denoised estimate (detached) written into the next steps' context as the last frame; and those frames.
+
+        targets (B, L, C, h, w): L real frames in a row; contexts (B, L, K, C, h, w) and actions
+        (B, L, K+1, fields): each one's real window. -> (loss, generated (B, L, C, h, w))."""
+        steps = targets.shape[1]
+        made, losses = [], []
+        for i in range(steps):
+            context = with_generated(contexts[:, i], made)
+            out, out_target, denoised = self.forward(
+                model, targets[:, i], context, actions[:, i], generator, drop=i == 0
+            )
+            losses.append(F.mse_loss(out, out_target))
+            made.append(self._clip(denoised.detach()))
+        return torch.stack(losses).mean(), torch.stack(made, 1)
+
+    @torch.no_grad()
+    def rollout_context(
+        self,
+        model,
+        contexts: torch.Tensor,
+        actions: torch.Tensor,
+        steps: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context of the frame after an L-frame run the sampler makes, as play runs it (`steps`, the
+        guidance), from a real past under the recorded actions.
+
+        contexts (B, L+1, K, C, h, w) and actions (B, L+1, K+1, fields): the real windows of L+1 frames in a
+        row. -> (the last window's context with the model's frames in it (B, K, C, h, w), the frames
+        (B, L, C, h, w))."""
+        made = []
+        for i in range(contexts.shape[1] - 1):
+            made.append(
+                self.sample(
+                    model, with_generated(contexts[:, i], made), actions[:, i], steps, generator=generator
+                )
+            )
+        return with_generated(contexts[:, -1], made), torch.stack(made, 1)
 
     # --- sampling -------------------------------------------------------------------------------------
 
@@ -241,21 +333,27 @@ class Diffusion:
         clean_last = context[:, -1]
         context = self.sampling_context(context, context_eps)
         base = self.residual_base(clean_last, context[:, -1], actions)  # (B, C, h, w) as in training
+        base_in = (
+            self.turned(context[:, -1], actions) if self.base_input else None
+        )  # by the action, as in training
         bucket = torch.full((b,), self.sample_bucket, dtype=torch.long, device=dev)
         # The batch's branches, each of b rows: conditional, then past frames dropped, then no action.
         weights = [w for w in (guidance, action_guidance) if w != 1.0]
-        contexts, bucket_list, action_list = [context], [bucket], [actions]
+        contexts, bucket_list, action_list, base_list = [context], [bucket], [actions], [base_in]
         if guidance != 1.0:
             contexts.append(torch.zeros_like(context))
             bucket_list.append(torch.full_like(bucket, self.dropped_bucket))
             action_list.append(actions)
+            base_list.append(None if base_in is None else torch.zeros_like(base_in))
         if action_guidance != 1.0:
             contexts.append(context)
             bucket_list.append(bucket)
             action_list.append(torch.full_like(actions, NO_ACTION))
+            base_list.append(base_in)
         branches = len(contexts)
         if branches > 1:
             context, bucket, actions = torch.cat(contexts), torch.cat(bucket_list), torch.cat(action_list)
+            base_in = None if base_in is None else torch.cat(base_list)
         if noise is None:
             noise = torch.randn((b, c, h, w), generator=generator, device=gdev).to(dev)
         x = noise
@@ -265,7 +363,7 @@ class Diffusion:
             xin = torch.cat([x_in] * branches) if branches > 1 else x_in
             n = xin.shape[0]
             t_in = t_in.expand(n) if isinstance(t_in, torch.Tensor) else torch.full((n,), t_in, device=dev)
-            out = model(xin, t_in, context, bucket, actions).float()
+            out = self._call(model, xin, t_in, context, bucket, actions, base_in).float()
             if branches > 1:
                 out_cond, *others = out.chunk(branches)
                 if len(weights) == 1 and guidance != 1.0:  # as before action guidance existed, bit for bit
@@ -295,3 +393,13 @@ class Diffusion:
     def _clip(self, latent: torch.Tensor) -> torch.Tensor:
         c = self.cfg.latent_clip
         return latent.clamp(-c, c) if c > 0 else latent
+
+
+def with_generated(context: torch.Tensor, made: list[torch.Tensor]) -> torch.Tensor:
+    """A real context (B, K, C, h, w) whose last frames are the model's own, `made` (each (B, C, h, w), oldest
+    first; the last K of them where there are more)."""
+    k = context.shape[1]
+    m = min(len(made), k)
+    if m == 0:
+        return context
+    return torch.cat([context[:, : k - m], torch.stack(made[len(made) - m :], 1)], dim=1)  # (B, K, C, h, w)

@@ -20,6 +20,7 @@ FREQ_DIM = 256  # sinusoidal features before the timestep MLP (DiT's frequency_e
 # Init std of each input action embedding: the sum over the window's fields and positions is then about as
 # large as a token's patch embedding (unit-variance latents through a Xavier linear), not 50x smaller.
 ACTION_INPUT_STD = 0.2
+CONV_HEAD_WIDTH = 32  # channels of the convolutional head's hidden layer (DiTConfig.conv_head)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -120,6 +121,22 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, p*p*C)
 
 
+class ConvHead(nn.Module):
+    """3x3 convolutions over the unpatchified output and the noisy input it refines, added to the output:
+    they see across the patch borders that the token grid's linear head cannot (U-ViT's final 3x3 conv, Bao et
+    al. 2023). The last convolution starts at zero, so the head starts as the identity."""
+
+    def __init__(self, channels: int, width: int = CONV_HEAD_WIDTH):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(2 * channels, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1)
+        )
+
+    def forward(self, out: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        # out, x_t: (B, C, h, w)
+        return out + self.net(torch.cat([out, x_t], dim=1))  # (B, C, h, w)
+
+
 def sincos_2d(hidden: int, gh: int, gw: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding, (gh*gw, hidden)."""
 
@@ -142,7 +159,8 @@ class DiT(nn.Module):
         h, w = cfg.latent_size
         self.pad_h, self.pad_w = (-h) % p, (-w) % p  # pad the grid to whole patches, crop after
         self.grid = ((h + self.pad_h) // p, (w + self.pad_w) // p)
-        self.x_embedder = nn.Linear((k + 1) * c * p * p, cfg.hidden)
+        frames = k + 1 + int(cfg.base_input)  # the noisy next latent, the context, the turned last latent
+        self.x_embedder = nn.Linear(frames * c * p * p, cfg.hidden)
         self.t_embedder = TimestepEmbedder(cfg.hidden)
         self.noise_embedder = nn.Embedding(cfg.noise_buckets + 1, cfg.hidden)  # last bucket: context dropped
         self.action_embedder = ActionEmbedder(cfg.action_sizes, k + 1, cfg.hidden)
@@ -154,6 +172,8 @@ class DiT(nn.Module):
         self.register_buffer("pos_embed", sincos_2d(cfg.hidden, *self.grid)[None], persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(cfg.hidden, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(cfg.hidden, p, c)
+        if cfg.conv_head:
+            self.conv_head = ConvHead(c)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -184,6 +204,9 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        if self.cfg.conv_head:  # starts as the identity: a fresh model's output stays exactly zero
+            nn.init.zeros_(self.conv_head.net[-1].weight)
+            nn.init.zeros_(self.conv_head.net[-1].bias)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) -> (B, N, p*p*C), padding the grid to whole patches."""
@@ -211,11 +234,20 @@ class DiT(nn.Module):
         context: torch.Tensor,
         noise_bucket: torch.Tensor,
         actions: torch.Tensor,
+        base: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # x_t: (B, C, h, w) noisy next latent; t: (B,) in [0, 1]; context: (B, K, C, h, w);
-        # noise_bucket: (B,) int; actions: (B, K+1, fields) int
+        # noise_bucket: (B,) int; actions: (B, K+1, fields) int; base: (B, C, h, w), the turned last latent,
+        # only with cfg.base_input
         b, k, c, h, w = context.shape
-        x = torch.cat([x_t, context.reshape(b, k * c, h, w)], dim=1)  # (B, (K+1)C, h, w)
+        inputs = [x_t, context.reshape(b, k * c, h, w)]
+        if self.cfg.base_input:
+            if base is None:
+                raise ValueError(
+                    "this DiT takes the turned last latent as an input (dit.base_input): pass base"
+                )
+            inputs.append(base)
+        x = torch.cat(inputs, dim=1)  # (B, (K+1)C or (K+2)C, h, w)
         x = self.x_embedder(self.patchify(x)) + self.pos_embed  # (B, N, D)
         if self.cfg.action_input:
             x = x + self.action_input(actions).unsqueeze(1)  # (B, N, D): one action vector on every token
@@ -229,4 +261,5 @@ class DiT(nn.Module):
         for block in self.blocks:
             x = block(x, cond)  # (B, N(+K+1), D)
         x = self.final_layer(x[:, :n], cond)  # (B, N, p*p*C)
-        return self.unpatchify(x)  # (B, C, h, w)
+        out = self.unpatchify(x)  # (B, C, h, w)
+        return self.conv_head(out, x_t) if self.cfg.conv_head else out

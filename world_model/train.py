@@ -39,6 +39,7 @@ from world_model.checkpoint import (
 from world_model.config import PREDICTIONS, PRESETS, TrainConfig, bounds_of, to_dict
 from world_model.diffusion import Diffusion
 from world_model.dit import DiT
+from world_model.hold import latent_range
 from world_model.latents import (
     LatentCache,
     LatentCacheError,
@@ -217,6 +218,7 @@ def train(args: TrainArgs) -> dict:
         ds.manifest.frame_skip,
         ds.manifest.resolution,
         dit_cfg.latent_size,
+        dit_cfg.base_input,
     )
     if main:
         print(f"DiT config: {to_dict(dit_cfg)}\ndiffusion: {to_dict(diffusion)}\ntrain: {to_dict(tcfg)}")
@@ -226,6 +228,10 @@ def train(args: TrainArgs) -> dict:
         )
 
     train_eps = torch.nonzero(~cache.heldout).flatten()
+    in_train = torch.zeros(len(cache.latents), dtype=torch.bool)
+    for e in train_eps.tolist():
+        in_train[int(cache.starts[e]) : int(cache.starts[e]) + int(cache.lengths[e])] = True
+    train_range = latent_range(cache.latents[in_train])
     windows = LatentWindows(
         cache.latents.to(device),  # float16: 195k frames of the cpu/gpu presets' latents are ~100 MB
         cache.actions.to(device),
@@ -239,6 +245,24 @@ def train(args: TrainArgs) -> dict:
         print(
             f"{len(windows):,} training windows from {len(train_eps)} episodes "
             f"({int(cache.heldout.sum())} held out)"
+        )
+
+    # Training on own rollouts (TrainConfig.rollout_*): this many windows of each batch start a run of
+    # rollout_steps frames the model makes itself; the rest are teacher-forced windows, as before.
+    n_roll = round(tcfg.rollout_share * tcfg.batch_size)
+    n_tf, r = tcfg.batch_size - n_roll, tcfg.rollout_steps
+    onepass = tcfg.rollout_mode == "onepass"
+    # loss terms (frames predicted with a gradient) per step: one-pass has a loss on every step of its runs
+    terms = n_tf + n_roll * (r + 1 if onepass else 1)
+    if main and n_roll:
+        how = (
+            "one pass: each step's denoised estimate feeds the next, a loss on every step"
+            if onepass
+            else f"the sampler at {diffusion.sampling_steps} steps with the "
+            f"{'EMA' if tcfg.rollout_ema else 'online'} weights, a loss on the frame after them"
+        )
+        print(
+            f"own rollouts: {n_roll} of each batch of {tcfg.batch_size} after {r} frames of its own ({how})"
         )
 
     model = dit
@@ -302,10 +326,12 @@ def train(args: TrainArgs) -> dict:
                 opt,
                 extra_config={
                     "train_seconds": seconds_before + time.time() - t0,
-                    "samples_seen": step * tcfg.batch_size * world,
+                    # loss terms: teacher-forced windows, and every step of one-pass runs
+                    "samples_seen": step * terms * world,
                     "dataset": str(args.data),
                     "autoencoder_source": str(args.ae),
                     "world": data_world.to_dict(),
+                    "latent_range": train_range,  # what a dream's latents are judged by (world_model/hold.py)
                 },
             )
 
@@ -318,6 +344,30 @@ def train(args: TrainArgs) -> dict:
         disable=not main,
         mininterval=2.0,
     )
+
+    def batch_loss() -> torch.Tensor:
+        """One batch's loss, the mean over its loss terms: teacher-forced windows, then own rollouts."""
+        losses, weights = [], []
+        if n_tf:
+            target, context, actions = windows.sample(n_tf, gen)  # gathered on `device`
+            losses.append(process.loss(forward, target, context, actions, noise_gen))
+            weights.append(n_tf)
+        if n_roll:
+            targets, contexts, actions = windows.sample_runs(n_roll, r + 1, gen)  # (B, r+1, ...)
+            if onepass:
+                losses.append(process.unrolled_loss(forward, targets, contexts, actions, noise_gen)[0])
+                weights.append(n_roll * (r + 1))
+            else:
+                maker = ema if tcfg.rollout_ema else dit
+                context, _ = process.rollout_context(
+                    maker, contexts, actions, diffusion.sampling_steps, noise_gen
+                )
+                losses.append(process.loss(forward, targets[:, -1], context, actions[:, -1], noise_gen))
+                weights.append(n_roll)
+        if len(losses) == 1:
+            return losses[0]
+        return sum(w * x for w, x in zip(weights, losses, strict=True)) / sum(weights)
+
     loss_sum, loss_n, t_log = torch.zeros((), device=device), 0, time.time()
     while step < tcfg.steps:
         progress = run_progress()
@@ -325,11 +375,10 @@ def train(args: TrainArgs) -> dict:
             if main:
                 print(f"time budget of {args.minutes} min spent at step {step}")
             break
-        target, context, actions = windows.sample(tcfg.batch_size, gen)  # gathered on `device`
         for g in opt.param_groups:
             g["lr"] = lr_at(step, progress)
         with autocast_for(device):
-            loss = process.loss(forward, target, context, actions, noise_gen)
+            loss = batch_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), tcfg.grad_clip)
@@ -340,7 +389,7 @@ def train(args: TrainArgs) -> dict:
         bar.update(1)
         if main and step % tcfg.log_every == 0:
             mean_loss = loss_sum.item() / loss_n  # waits for the device: only here, once per log interval
-            rate = loss_n * tcfg.batch_size * world / (time.time() - t_log)
+            rate = loss_n * terms * world / (time.time() - t_log)
             writer.add_scalar("losses/train", mean_loss, step)
             writer.add_scalar("losses/grad_norm", float(grad_norm), step)
             writer.add_scalar("charts/lr", opt.param_groups[0]["lr"], step)
@@ -355,7 +404,7 @@ def train(args: TrainArgs) -> dict:
     bar.close()
     save()
     seconds = time.time() - t0
-    samples = (step - start_step) * tcfg.batch_size * world
+    samples = (step - start_step) * terms * world
     summary = {
         "step": step,
         "seconds": seconds,

@@ -47,6 +47,10 @@ def test_keep_every_snapshots_and_the_curve_reads_them(dataset, ae, tmp_path, ca
         str(out),
         "--starts",
         "4",
+        "--rollouts",
+        "2",
+        "--stability-frames",
+        "40",
     ]
     assert main(argv) == 0
     curve = json.loads((out / "curve.json").read_text())
@@ -54,6 +58,11 @@ def test_keep_every_snapshots_and_the_curve_reads_them(dataset, ae, tmp_path, ca
     assert [p["step"] for p in points] == [3, 6] and [p["samples"] for p in points] == [24, 48]
     for p in points:
         assert p["starts"] == 4 and -1 <= p["edge_corr"] <= 1 and 0 <= p["right_way_share"] <= 1
+        # rollouts (the episodes are 40 frames: h16 only) and a stability run beside the engine, with its hold
+        assert list(p["rollout"]) == ["16"] and -1 <= p["rollout"]["16"]["model"] <= 1
+        assert -1 <= p["rollout"]["16"]["copy_last"] <= 1
+        st = p["stability"]
+        assert st["frames"] == 40 and 0 <= st["share_above_floor"] <= 1 and 0 <= st["seconds_held"] <= 1
     assert (out / "curve.png").stat().st_size > 0 and "| warp | 24 |" in (out / "curve.md").read_text()
     # A run without snapshots, or a name given twice, is one line and exit 2 before any work.
     capsys.readouterr()

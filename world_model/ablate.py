@@ -300,7 +300,13 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
         from world_model.curve import run_curve, write_curve
 
         runs = {name: out / name for name, _ in variants}
-        write_curve(run_curve(runs, a.heldout, a.curve_starts, a.seed, a.device), out)
+        engines = engine_factory() if engine_factory else None
+        try:
+            curve = run_curve(runs, a.heldout, a.curve_starts, a.seed, a.device, engine_factory=engines)
+        finally:
+            if engines is not None:
+                engines.close()
+        write_curve(curve, out)
     print(f"\n{len(variants)} variants in {time.time() - t_all:.0f} s; {out / 'table.md'}\n")
     print(format_table(rows, a.minutes, a.preset))
     return rows

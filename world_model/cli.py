@@ -295,7 +295,12 @@ def cmd_curve(args: argparse.Namespace) -> int:
     dataset_folder(a.heldout, "--heldout")
     output_folder(a.out)
     _setup(args, a.device)
-    main_curve(a)
+    engines = args.engine_factory() if args.engine_factory and a.stability_frames else None
+    try:
+        main_curve(a, engines)
+    finally:
+        if engines is not None:
+            engines.close()
     return 0
 
 
@@ -341,9 +346,9 @@ def register(sub: argparse._SubParsersAction, engine_factory=None) -> None:
     ).set_defaults(func=cmd_ablate, engine_factory=engine_factory)
     wm.add_parser(
         "curve",
-        help="learning curves from runs' snapshots (wm train --keep-every): structure and turn response",
+        help="learning curves from runs' snapshots (wm train --keep-every): structure, turn, rollouts, hold",
         options=_curve_options,
-    ).set_defaults(func=cmd_curve)
+    ).set_defaults(func=cmd_curve, engine_factory=engine_factory)
     wm.add_parser(
         "export",
         help="a checkpoint with only what play and eval read (config, autoencoder, EMA weights)",

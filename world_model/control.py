@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from data.actions import ActionSpec
 from data.dataset import Manifest
+from world_model.hold import HoldMeter
 from world_model.metrics import scene_edge_corr
 from world_model.motion import view_shift
 from world_model.probe import PlaceProbe, angle_diff
@@ -443,8 +444,10 @@ def evaluate_stability(
     floor: float,
     fps: float,
     seed: int,
+    hold: HoldMeter | None = None,
 ) -> dict:
-    """A `frames`-long dream from the first context of an episode with an engine, beside the engine."""
+    """A `frames`-long dream from the first context of an episode with an engine, beside the engine; with
+    `hold`, also judged per second with no reference (world_model/hold.py)."""
     if not engines:
         return {"skipped": "no held-out episode with a known seed to start the engine from"}
     e = next(iter(engines))
@@ -455,9 +458,11 @@ def evaluate_stability(
     inputs = scripted_inputs(spec, frames)
     context, led_in = held.start_context(torch.tensor([s]))
     corr = np.zeros(frames)
-    dream = dreamer.rollout(context, led_in, torch.from_numpy(inputs)[None], seed)
+    dream = dreamer.rollout_latents(context, led_in, torch.from_numpy(inputs)[None], seed)
     samples, chunk = [], []
-    for t, dreamed in enumerate(tqdm(dream, total=frames, desc="eval stability")):
+    for t, (dreamed, z) in enumerate(tqdm(dream, total=frames, desc="eval stability")):
+        if hold is not None:
+            hold.add(dreamed, z)
         real = engine.step(inputs[t])
         chunk.append((dreamed[0], real))
         if t % max(1, frames // 8) == 0:
@@ -493,5 +498,6 @@ def evaluate_stability(
         "later_seconds_above_floor": later_above,  # share of the whole seconds after it, by their mean
         "share_above_floor": float((~low).mean()),
         "edge_corr_per_10s": [float(corr[i : i + seg].mean()) for i in range(0, frames, seg)],
+        **({"hold": hold.summary(fps)} if hold is not None else {}),
         "_samples": samples,
     }

@@ -35,6 +35,7 @@ from data.video import video_backend, write_video
 from world_model.checkpoint import check_data_fits, load_world_model
 from world_model.control import EngineFactory, evaluate_control, evaluate_motion_one_step, evaluate_stability
 from world_model.env import MAX_SAMPLING_STEPS
+from world_model.hold import hold_meter
 from world_model.metrics import (
     gaussian_blur,
     psnr,
@@ -290,6 +291,7 @@ def evaluate(
                     float(view_floor),
                     fps,
                     args.seed + 20_000,
+                    hold_meter(ck, held, dreamer),
                 ),
             )
             t = lap("stability", t)

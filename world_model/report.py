@@ -122,7 +122,25 @@ def _control_lines(c: dict, s: dict) -> list[str]:
             f"{s['mean_edge_corr']:.3f} (floor {s['floor']:.3f}), "
             f"{s['share_above_floor']:.0%} above the floor; {lost}"
         )
+        lines += _hold_lines(s.get("hold"))
     return lines
+
+
+def _hold_lines(h: dict | None) -> list[str]:
+    """The stability run judged with no reference (world_model/hold.py), with its worst seconds."""
+    if not h:
+        return []
+    first = h["first_second_not_held"]
+    (s_lo, s_hi), (g_lo, g_hi) = h["limits"]["sharpness"], h["limits"]["grid_edges"]
+    return [
+        f"  hold with no reference: {h['share_of_seconds_held']:.0%} of seconds a picture of the world"
+        + ("" if first is None else f", first not at second {first}")
+        + f" (sharpness {min(h['sharpness_per_s']):.2f}-{max(h['sharpness_per_s']):.2f} of real frames', "
+        f"within {s_lo:g}-{s_hi:g}; token-grid edges {min(h['grid_edges_per_s']):.2f}-"
+        f"{max(h['grid_edges_per_s']):.2f}, within {g_lo:g}-{g_hi:g}; latents outside the range of "
+        f"{h['latent_range_from']}: up to {max(h['outside_range_per_s']):.2%}, at most "
+        f"{h['limits']['outside_range']:.1%})"
+    ]
 
 
 def _x(v, fmt: str) -> str:

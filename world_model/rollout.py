@@ -45,12 +45,25 @@ class Dreamer:
     ) -> Iterator[np.ndarray]:
         """Dream `actions` (B, T, fields) forward from context (B, K, C, h, w) whose frames were led into by
         `led_in` (B, K, fields): yields the T generated frames, (B, H, W, 3) each, feeding on its own."""
+        for frames, _ in self.rollout_latents(context, led_in, actions, seed):
+            yield frames
+
+    def rollout_latents(
+        self, context: torch.Tensor, led_in: torch.Tensor, actions: torch.Tensor, seed: int
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """As `rollout`, each frame with its latent: ((B, H, W, 3), (B, C, h, w))."""
         for t in range(actions.shape[1]):
             current = actions[:, t]  # (B, fields), taken at the previous frame
             z = self.predict(context, torch.cat([led_in, current[:, None]], 1), seed + t)  # (B, C, h, w)
-            yield self.decode(z)
+            yield self.decode(z), z
             context = torch.cat([context[:, 1:], z[:, None]], 1)
             led_in = torch.cat([led_in[:, 1:], current[:, None]], 1)
+
+    @property
+    def token_px(self) -> int:
+        """The side of one DiT token in pixels: its patch of latent cells times the autoencoder's
+        downsampling."""
+        return self.ck.dit_cfg.patch_size * self.ck.ae.cfg.downsample
 
 
 @dataclass

@@ -20,9 +20,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from data.dataset import Dataset
-from world_model.autoencoder import reconstruct, reconstruction_scores
-from world_model.checkpoint import load_autoencoder
-from world_model.latents import load_frames
+from world_model.model.autoencoder import reconstruct, reconstruction_scores
+from world_model.model.checkpoint import load_autoencoder
+from world_model.training.latents import load_frames
 
 PICTURE_FRACTIONS = (0.2, 0.5, 0.8)  # which held-out frames the picture shows, as positions in the list
 LABEL_HEIGHT = 14

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from play.display import Display
 from play.session import PlaySession
 from play.window import hud_lines
-from world_model.bench import device_name
+from world_model.evaluation.bench import device_name
 
 # A loop of varied actions (forward, strafe, turning both ways, fire); speed does not depend on them.
 BENCH_ACTIONS = ((1, 0, 5, 0, 0), (1, 1, 3, 0, 0), (0, 2, 1, 1, 0), (2, 0, 3, 0, 1), (1, 0, 0, 0, 0))

@@ -35,9 +35,9 @@ USER_ERRORS = (
     ("data.world", "WorldMismatch"),
     ("agent.env", "ScenarioError"),
     ("agent.ppo_config", "PolicyError"),
-    ("world_model.config", "ConfigError"),
-    ("world_model.checkpoint", "CheckpointError"),
-    ("world_model.latents", "LatentCacheError"),
+    ("world_model.model.config", "ConfigError"),
+    ("world_model.model.checkpoint", "CheckpointError"),
+    ("world_model.training.latents", "LatentCacheError"),
     ("play.app", "PlayError"),
     ("play.script", "ScriptError"),
 )

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import world_model.checkpoint as checkpoint
-from world_model.checkpoint import (
+import world_model.model.checkpoint as checkpoint
+from world_model.model.checkpoint import (
     CheckpointError,
     check_out,
     find_checkpoint,
@@ -21,7 +21,7 @@ from world_model.checkpoint import (
     save_autoencoder,
     save_world_model,
 )
-from world_model.train import TrainArgs, train
+from world_model.training.train import TrainArgs, train
 
 RES = (32, 24)
 

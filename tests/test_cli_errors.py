@@ -34,7 +34,7 @@ def ws(tmp_path_factory) -> dict[str, str]:
     from agent.ppo_config import PPOConfig
     from data.actions import DEFAULT_ACTIONS
     from data.dataset import ShardWriter, default_recorder
-    from world_model.checkpoint import make_untrained_checkpoint
+    from world_model.model.checkpoint import make_untrained_checkpoint
 
     root = tmp_path_factory.mktemp("cli_errors")
     rng = np.random.default_rng(0)
@@ -506,7 +506,7 @@ def test_bench_steps_bound_is_the_envs():
     from dataclasses import fields
 
     from world_model.cli import BenchArgs
-    from world_model.env import MAX_SAMPLING_STEPS
+    from world_model.model.env import MAX_SAMPLING_STEPS
 
     steps = next(f for f in fields(BenchArgs) if f.name == "steps")
     assert steps.metadata["cli"]["le"] == MAX_SAMPLING_STEPS

@@ -450,7 +450,7 @@ def _full_disk_for(monkeypatch, name_part: str) -> None:
 
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory) -> Path:
-    from world_model.checkpoint import make_untrained_checkpoint
+    from world_model.model.checkpoint import make_untrained_checkpoint
 
     # of the world of `dataset` (basic), which eval checks
     ckpt = tmp_path_factory.mktemp("untrained") / "ckpt"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from play.cli import main
-from world_model.checkpoint import load_world_model
-from world_model.config import apply_overrides, get_preset
+from world_model.model.checkpoint import load_world_model
+from world_model.model.config import apply_overrides, get_preset
 
 
 def test_overrides_change_the_named_fields_and_nothing_else():
@@ -105,8 +105,8 @@ def test_ablate_refuses_a_bad_variant_before_any_training(dataset, ae, tmp_path,
 
 
 def test_action_tokens_let_the_action_reach_every_token():
-    from world_model.config import DiTConfig
-    from world_model.dit import DiT
+    from world_model.model.config import DiTConfig
+    from world_model.model.dit import DiT
 
     torch.manual_seed(0)
     cfg = DiTConfig(latent_channels=4, latent_size=(6, 8), context_len=2, hidden=32, depth=2, heads=2,

@@ -32,10 +32,13 @@ from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset, DatasetError
 from data.durable import write_atomic
 from data.video import video_backend, write_video
-from world_model.checkpoint import check_data_fits, load_world_model
-from world_model.control import EngineFactory, evaluate_control, evaluate_motion_one_step, evaluate_stability
-from world_model.env import MAX_SAMPLING_STEPS
-from world_model.metrics import (
+from world_model.evaluation.control import (
+    EngineFactory,
+    evaluate_control,
+    evaluate_motion_one_step,
+    evaluate_stability,
+)
+from world_model.evaluation.metrics import (
     gaussian_blur,
     psnr,
     scene_edge_corr,
@@ -45,9 +48,11 @@ from world_model.metrics import (
     view,
     view_scores,
 )
-from world_model.probe import ProbeConfig, get_probe
-from world_model.report import format_report, write_contact_sheet
-from world_model.rollout import Dreamer, load_heldout
+from world_model.evaluation.probe import ProbeConfig, get_probe
+from world_model.evaluation.report import format_report, write_contact_sheet
+from world_model.evaluation.rollout import Dreamer, load_heldout
+from world_model.model.checkpoint import check_data_fits, load_world_model
+from world_model.model.env import MAX_SAMPLING_STEPS
 
 HORIZONS = (1, 2, 4, 8, 16, 32, 64)  # plus the full rollout length
 SHEET_HORIZONS = (1, 4, 16, 64)

@@ -35,8 +35,8 @@ from safetensors.torch import load_file, save_file
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
 from data.durable import fsync_dir, fsync_file, sha256_of, write_atomic
 from data.world import World, WorldMismatch
-from world_model.autoencoder import Autoencoder
-from world_model.config import (
+from world_model.model.autoencoder import Autoencoder
+from world_model.model.config import (
     AEConfig,
     ConfigError,
     DiffusionConfig,
@@ -48,8 +48,8 @@ from world_model.config import (
     get_preset,
     to_dict,
 )
-from world_model.diffusion import Diffusion
-from world_model.dit import DiT
+from world_model.model.diffusion import Diffusion
+from world_model.model.dit import DiT
 
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from world_model.config import AEConfig
-from world_model.metrics import psnr, status_bar, view_scores
+from world_model.evaluation.metrics import psnr, status_bar, view_scores
+from world_model.model.config import AEConfig
 
 STATS_FRAMES = 512  # frames the latent mean and scale are measured on
 PSNR_FRAMES = 128  # held-out frames the reconstruction PSNR is measured on

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from data.actions import ActionSpec
-from world_model.metrics import scene_mask, view_rows
+from world_model.evaluation.metrics import scene_mask, view_rows
 
 HFOV_DEGREES = 90.0  # Doom's horizontal field of view at 4:3
 

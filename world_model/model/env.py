@@ -15,10 +15,10 @@ import torch
 
 from data.actions import DEFAULT_ACTIONS, ActionSpec
 from data.windows import window_indices
-from world_model.autoencoder import to_tensor
-from world_model.capture import PlayStep, autocast_for
-from world_model.checkpoint import WorldModelCheckpoint, load_world_model
-from world_model.config import MAX_SAMPLING_STEPS
+from world_model.model.autoencoder import to_tensor
+from world_model.model.capture import PlayStep, autocast_for
+from world_model.model.checkpoint import WorldModelCheckpoint, load_world_model
+from world_model.model.config import MAX_SAMPLING_STEPS
 
 
 class WorldModelEnv:

@@ -23,11 +23,11 @@ import torch
 from data.cli_args import MAX_SEED, UsageError, arg
 from data.dataset import Dataset
 from data.durable import write_atomic
-from world_model.checkpoint import WorldModelCheckpoint, load_world_model
-from world_model.control import engine_turn_motion, motion_figures, turn_response
-from world_model.metrics import scene_edge_corr
-from world_model.motion import view_shift
-from world_model.rollout import Dreamer, HeldOut, load_heldout
+from world_model.evaluation.control import engine_turn_motion, motion_figures, turn_response
+from world_model.evaluation.metrics import scene_edge_corr
+from world_model.evaluation.motion import view_shift
+from world_model.evaluation.rollout import Dreamer, HeldOut, load_heldout
+from world_model.model.checkpoint import WorldModelCheckpoint, load_world_model
 
 
 @dataclass

@@ -33,10 +33,10 @@ from tqdm import tqdm
 
 from data.actions import ActionSpec
 from data.dataset import Manifest
-from world_model.metrics import scene_edge_corr
-from world_model.motion import view_shift
-from world_model.probe import PlaceProbe, angle_diff
-from world_model.rollout import Dreamer, HeldOut
+from world_model.evaluation.metrics import scene_edge_corr
+from world_model.evaluation.motion import view_shift
+from world_model.evaluation.probe import PlaceProbe, angle_diff
+from world_model.evaluation.rollout import Dreamer, HeldOut
 
 CONTROL_STEPS = 16
 TURN_THRESHOLD_DEG = 10.0  # engine turns smaller than this have no sign worth checking

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from data.cli_args import MAX_SEED, UsageError, arg
-from world_model.config import PRESETS
+from world_model.model.config import PRESETS
 
 SHEET_HORIZONS = (1, 4, 16, 64)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -64,7 +64,7 @@ class AblateArgs:
 def parse_variants(items: tuple[str, ...], preset: str, ae: str) -> list[tuple[str, tuple[str, ...]]]:
     """[(name, overrides)], each override checked now against the preset on autoencoder `ae`'s latent grid,
     before any training."""
-    from world_model.checkpoint import recipe_for
+    from world_model.model.checkpoint import recipe_for
 
     out, seen = [], set()
     for item in items:
@@ -220,9 +220,9 @@ def write_results(out: Path, rows: list[dict], frames: dict[str, dict], a: Ablat
 
 
 def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
-    from world_model.bench import bench
-    from world_model.evaluate import EvalArgs, evaluate
-    from world_model.train import UNBOUNDED_STEPS, TrainArgs, train
+    from world_model.evaluation.bench import bench
+    from world_model.evaluation.evaluate import EvalArgs, evaluate
+    from world_model.training.train import UNBOUNDED_STEPS, TrainArgs, train
 
     variants = parse_variants(a.variant, a.preset, a.ae)
     out = Path(a.out)
@@ -297,7 +297,7 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
         write_results(out, rows, frames, a)  # after every variant: an interrupted run keeps what it finished
     write_results(out, rows, frames, a)  # also when every variant was finished before
     if a.curve_every:
-        from world_model.curve import run_curve, write_curve
+        from world_model.evaluation.curve import run_curve, write_curve
 
         runs = {name: out / name for name, _ in variants}
         write_curve(run_curve(runs, a.heldout, a.curve_starts, a.seed, a.device), out)

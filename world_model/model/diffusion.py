@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from data.actions import ActionSpec
-from world_model.config import DiffusionConfig
-from world_model.egomotion import TurnWarp
+from world_model.model.config import DiffusionConfig
+from world_model.model.egomotion import TurnWarp
 
 # eps-prediction's x_0 estimate divides by alpha: starting at alpha(0.97) = 0.047 bounds the error's
 # amplification to about 21x at the first sampling step.

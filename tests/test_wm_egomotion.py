@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from data.actions import DEFAULT_ACTIONS
-from world_model.evaluation.metrics import scene_edge_corr, status_bar_rows
+from data.frame_layout import status_bar_rows
+from world_model.evaluation.metrics import scene_edge_corr
 from world_model.model.config import DiffusionConfig
 from world_model.model.diffusion import Diffusion
 from world_model.model.egomotion import TurnWarp

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from world_model.evaluation.metrics import view_rows
+from data.frame_layout import view_rows
 from world_model.evaluation.motion import view_shift
 
 

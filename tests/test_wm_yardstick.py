@@ -4,17 +4,9 @@ import numpy as np
 import pytest
 
 from data.actions import DEFAULT_ACTIONS
+from data.frame_layout import status_bar, status_bar_rows, view, view_rows
 from world_model.evaluation.control import counterfactual, scripted_inputs
-from world_model.evaluation.metrics import (
-    edge_corr,
-    gaussian_blur,
-    psnr,
-    ssim,
-    status_bar,
-    status_bar_rows,
-    view,
-    view_rows,
-)
+from world_model.evaluation.metrics import edge_corr, gaussian_blur, psnr, ssim
 from world_model.evaluation.probe import angle_diff
 
 
@@ -59,7 +51,8 @@ def test_edge_corr_sees_structure_not_brightness(e1m1):
 
 def test_a_grey_field_that_keeps_the_weapon_holds_none_of_the_scene(e1m1):
     """The weapon sprite is in the same place in every frame; the scene figures leave it out."""
-    from world_model.evaluation.metrics import scene_edge_corr, scene_mask, view_scores
+    from data.frame_layout import scene_mask
+    from world_model.evaluation.metrics import scene_edge_corr, view_scores
 
     frames = e1m1.load(0).frames[20:36]
     mask = scene_mask(*frames.shape[1:3])

@@ -31,6 +31,7 @@ from data.actions import ActionSpec
 from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset, DatasetError
 from data.durable import write_atomic
+from data.frame_layout import scene_mask, status_bar, view
 from data.video import video_backend, write_video
 from world_model.evaluation.control import (
     EngineFactory,
@@ -38,16 +39,7 @@ from world_model.evaluation.control import (
     evaluate_motion_one_step,
     evaluate_stability,
 )
-from world_model.evaluation.metrics import (
-    gaussian_blur,
-    psnr,
-    scene_edge_corr,
-    scene_mask,
-    sharpness,
-    status_bar,
-    view,
-    view_scores,
-)
+from world_model.evaluation.metrics import gaussian_blur, psnr, scene_edge_corr, sharpness, view_scores
 from world_model.evaluation.probe import ProbeConfig, get_probe
 from world_model.evaluation.report import format_report, write_contact_sheet
 from world_model.evaluation.rollout import Dreamer, load_heldout

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from world_model.evaluation.metrics import psnr, status_bar, view_scores
+from data.frame_layout import status_bar
+from world_model.evaluation.metrics import psnr, view_scores
 from world_model.model.config import AEConfig
 
 STATS_FRAMES = 512  # frames the latent mean and scale are measured on

@@ -141,8 +141,8 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
 
     check_out(a.out, "autoencoder", a.overwrite)  # before training, not after; it makes the parent folder
     from data.dataset import Dataset
-    from world_model.model.autoencoder import train_autoencoder
     from world_model.model.checkpoint import save_autoencoder
+    from world_model.training.autoencoder import train_autoencoder
     from world_model.training.latents import load_frames
 
     print(f"autoencoder config: {to_dict(cfg)}")

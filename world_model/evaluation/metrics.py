@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.frame_layout import scene_mask, view
+from data.frame_layout import scene_mask, status_bar, view
+from world_model.model.autoencoder import Autoencoder, reconstruct
 
 SSIM_C1 = (0.01 * 255) ** 2  # Wang et al. 2004, eq. 13 with K1 = 0.01, L = 255
 SSIM_C2 = (0.03 * 255) ** 2  # K2 = 0.03
@@ -130,3 +131,18 @@ def view_scores(pred: np.ndarray, real: np.ndarray) -> dict[str, np.ndarray]:
     """edge_corr, psnr and ssim of the scene (3-D view without the weapon), each (B,), pred against real."""
     p, r, mask = view(pred), view(real), scene_mask(*real.shape[1:3])
     return {"edge_corr": edge_corr(p, r, mask), "psnr": psnr(p, r, mask), "ssim": ssim(p, r, mask)}
+
+
+def reconstruction_scores(ae: Autoencoder, frames: np.ndarray, batch: int = 32) -> dict[str, float]:
+    """The autoencoder's ceiling for the world model on uint8 frames (N, H, W, 3): means over frames of
+    the scene's (3-D view without the weapon) edge correlation, PSNR and SSIM, and the status bar's PSNR."""
+    if len(frames) == 0:
+        raise ValueError("reconstruction_scores: no frames")
+    recon = reconstruct(ae, frames, batch)
+    scene = view_scores(recon, frames)
+    return {
+        "scene_edge_corr": float(scene["edge_corr"].mean()),
+        "scene_psnr": float(scene["psnr"].mean()),
+        "scene_ssim": float(scene["ssim"].mean()),
+        "status_bar_psnr": float(psnr(status_bar(recon), status_bar(frames)).mean()),
+    }

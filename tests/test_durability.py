@@ -510,3 +510,47 @@ def test_a_checked_file_a_kill_interrupted_still_matches_its_checksum(tmp_path, 
     assert durable.checksum_path(path).read_text().count("\n") == 1  # only the file that is there
     path.write_bytes(b"nEwer")
     assert "checksum mismatch" in durable.checksum_error(path)
+
+
+def test_a_folder_store_swaps_whole_copies_and_finds_the_newest_a_kill_left(tmp_path, monkeypatch):
+    """The folder transaction on its own (checkpoints are one user): a kill before the index leaves the old
+    copy, a kill between the two renames leaves both beside the folder, and recover puts the newest back."""
+    from data import durable
+
+    store = durable.FolderStore("index.json", rank=lambda index: index["version"])
+    folder = tmp_path / "run"
+
+    def files(text: str):
+        return lambda tmp: (tmp / "a.txt").write_text(text)
+
+    store.write(folder, {"version": 1}, files("one"))
+    index = json.loads((folder / "index.json").read_text())
+    assert index["files"]["a.txt"]["bytes"] == 3 and store.file_error(folder / "a.txt", index) is None
+    (folder / "a.txt").write_text("two")
+    assert "checksum mismatch with index.json" in store.file_error(folder / "a.txt", index)
+    (folder / "a.txt").write_text("one")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # killed before the index: the new copy is incomplete
+        m.setattr(durable, "write_atomic", killed)
+        with pytest.raises(KeyboardInterrupt):
+            store.write(folder, {"version": 2}, files("two"))
+    assert store.find(folder) == folder and store.complete(folder.with_name(".run.tmp")) is None
+
+    real, renames = durable._rename, []
+
+    def rename_once(src, dst):  # killed after the old copy moved aside, before the new one moved in
+        if renames:
+            raise KeyboardInterrupt
+        renames.append(dst)
+        real(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(durable, "_rename", rename_once)
+        with pytest.raises(KeyboardInterrupt):
+            store.write(folder, {"version": 2}, files("two"))
+    assert not folder.exists() and store.find(folder) == folder.with_name(".run.tmp")
+    assert store.recover(folder) == folder and (folder / "a.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -467,8 +467,13 @@ def untrained(tmp_path_factory) -> Path:
             "--rollouts 1 --horizon 2 --stability-frames 0",
             "report.json",
         ),
+        (
+            "wm eval --ckpt {ckpt} --data {data} --out {out} --no-engine --no-probe --transitions 2 "
+            "--rollouts 1 --horizon 2 --stability-frames 0",
+            "side_by_side",
+        ),
     ],
-    ids=["bench", "latent cache", "eval report"],
+    ids=["bench", "latent cache", "eval report", "eval video"],
 )
 def test_a_full_disk_leaves_the_earlier_output_whole(
     dataset, untrained, tmp_path, monkeypatch, capsys, command, name
@@ -483,6 +488,28 @@ def test_a_full_disk_leaves_the_earlier_output_whole(
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("No space left on device")
     assert written.read_bytes() == before
     assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temp file left behind
+
+
+@pytest.mark.parametrize("name", ["table.json", "table.md", "sheet"])
+def test_a_full_disk_leaves_the_ablation_tables_whole(tmp_path, monkeypatch, name):
+    """wm ablate rewrites its tables after every variant: a failed rewrite keeps those of the last one."""
+    from world_model.training.ablate import AblateArgs, row_of, write_results
+
+    a = AblateArgs(data="d", ae="ae", heldout="h", out=str(tmp_path), variant=("base", "x0"), minutes=1.0)
+    report = {"view": {"teacher_forced": {"edge_corr": {"model": 0.5, "copy_last": 0.4, "ceiling": 0.9}}}}
+    report["view"]["rollout"] = {"edge_corr": {"1": {"model": 0.3}}}
+    rows = [row_of(v, (), report, {"step": 3}, {"ms": 2.0}) for v in ("base", "x0")]
+    frame = np.zeros((12, 16, 3), np.uint8)
+    frames = {v: {1: (frame, frame + 40 * i, 0.5)} for i, v in enumerate(("base", "x0"))}
+    write_results(tmp_path, rows[:1], {"base": frames["base"]}, a)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["sheet.png", "table.json", "table.md"]
+    _full_disk_for(monkeypatch, name)
+    with pytest.raises(OSError, match="No space left"):
+        write_results(tmp_path, rows, frames, a)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(after) == sorted(before)  # no temp file left behind
+    assert [after[f] == before[f] for f in after if f.startswith(name)] == [True]
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

@@ -44,6 +44,7 @@ from world_model.model.config import (
     apply_overrides,
     from_dict,
     get_preset,
+    parse_override,
     to_dict,
 )
 from world_model.model.diffusion import Diffusion
@@ -438,6 +439,14 @@ def check_data_fits(
         )
 
 
+# The DiT fields dit_config_for fits to the autoencoder and the action contract: a recipe cannot set them.
+FITTED = {
+    "latent_channels": "the autoencoder",
+    "latent_size": "the autoencoder",
+    "action_sizes": "the data's action contract",
+}
+
+
 def dit_config_for(
     preset_dit: DiTConfig, ae: Autoencoder | AEConfig, resolution: tuple[int, int], action_spec: ActionSpec
 ) -> DiTConfig:
@@ -478,6 +487,13 @@ def recipe_for(preset: str, items: tuple[str, ...], ae_folder: str | Path, optio
         base = replace(base, dit=dit_config_for(base.dit, ae, resolution, spec))
     except ConfigError as e:
         raise e.at(f"--preset {preset} on the autoencoder {ae_folder}") from None
+    for item in items:
+        section, name, _ = parse_override(item, option)
+        if section == "dit" and name in FITTED:
+            raise ConfigError(
+                f"{option} {item!r}: dit.{name} is not a recipe value; {FITTED[name]} decides it: "
+                f"{getattr(base.dit, name)} with the autoencoder {ae_folder}"
+            )
     return apply_overrides(base, items, option)
 
 

@@ -139,6 +139,11 @@ class DiTConfig:
                 f"the patch must fit the {h}x{w} latent grid: a power of two, at most {min(h, w)}, "
                 "and the grid padded to whole patches at most half padding",
             ),
+            (
+                "mlp_ratio",
+                int(self.hidden * self.mlp_ratio) >= 1,
+                f"gives a zero-width MLP: hidden ({self.hidden}) x mlp_ratio must be at least 1",
+            ),
         ]
 
 

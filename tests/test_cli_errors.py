@@ -394,6 +394,24 @@ def test_real_command_prints_no_traceback(case, needle, ws):
     assert snapshot(ws["root"]) == before
 
 
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
+def test_a_reader_that_leaves_early_ends_the_command_quietly(ws, json_flag):
+    """`dreamdoom data info DIR | head -3`: once head has its lines, no BrokenPipe traceback."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line is written, so every write finds no reader
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "play.cli", "data", "info", ws["ds"], *json_flag],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(w)
+    assert proc.stderr == "" and proc.returncode == 141, proc.stderr  # 141: as `cat` ended by SIGPIPE
+
+
 def test_debug_shows_the_traceback(ws, capsys):
     assert main(["--debug", "data", "info", ws["empty"]]) == 2
     err = capsys.readouterr().err

@@ -267,8 +267,8 @@ CASES: list[tuple[str, str]] = [
     (WM_TRAIN + " --seed 99999999999999999999", "--seed"),
     (WM_TRAIN + " --cache {run}", "--cache {run}"),
     ("wm train --data {ds} --ae {ckpt} --out {run}/dit --preset huge", "--preset"),
-    # wm train --set, wm ablate --variant: the recipe's bounds and rules (world_model/config.py), checked on
-    # the autoencoder's 15x20 latent grid before any data is read
+    # wm train --set, wm ablate --variant: the recipe's bounds and rules (world_model/model/config.py),
+    # checked on the autoencoder's 15x20 latent grid before any data is read
     *[(f"{WM_TRAIN} --set {item}", f"--set '{item}': {why}") for item, why in RECIPE_CASES],
     (ABLATE + " --variant ok a:dit.heads=3", "--variant a: 'dit.heads=3': DiTConfig.heads = 3: must divide"),
     (ABLATE + " --variant a:dit.patch_size=7", "--variant a: 'dit.patch_size=7': DiTConfig.patch_size = 7"),

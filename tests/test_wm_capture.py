@@ -1,4 +1,4 @@
-"""The play step from static buffers (world_model/capture.py): the same numbers as the sampler drawing
+"""The play step from static buffers (world_model/model/capture.py): the same numbers as the sampler drawing
 its own noise, eagerly on CPU, and as CUDA graphs where a GPU is at hand."""
 
 import dataclasses

@@ -1,4 +1,5 @@
-"""Control by image motion (world_model/control.py): what it reads off dreams that turn and that do not."""
+"""Control by image motion (world_model/evaluation/control.py): what it reads off dreams that turn and that
+do not."""
 
 import numpy as np
 import pytest

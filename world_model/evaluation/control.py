@@ -10,7 +10,7 @@ inputs than the player's. world_model never imports the engine; the caller passe
   when the dream follows the player. Counterfactual fidelity = dream (b) against engine (b). Turn sign:
   does the place probe see the dream turn the way the engine turned?
 - control by image motion: how far the view moves sideways from one frame to the next
-  (world_model/motion.py), in the dream beside the engine. It reads a turn in every world, including the
+  (motion.py), in the dream beside the engine. It reads a turn in every world, including the
   round arena whose uniform wall leaves the place probe unable to read the angle. One step ahead from real
   starts and over the 16-step cases: the dream's motion against the engine's under the recorded actions
   (their correlation, and how often the dream moves the engine's way), and under forced fast right and

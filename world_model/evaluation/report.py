@@ -140,7 +140,7 @@ def _motion_figures(m: dict) -> str:
 
 
 def _motion_lines(m: dict | None) -> list[str]:
-    """Control by image motion (world_model/control.py): one step ahead, and over the control cases."""
+    """Control by image motion (control.py): one step ahead, and over the control cases."""
     if not m:
         return []
     lines = [

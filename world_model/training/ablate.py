@@ -6,7 +6,7 @@ engine cases. One table (table.md, table.json) and one picture (sheet.png: real 
 horizons 1, 4, 16, 64 of the same rollout) come out, rewritten after each variant so that an interrupted
 run keeps what it finished; run again, it skips the variants whose evaluation is already written. With
 --curve-every, each variant keeps its model every so many steps, and the learning curves of all of them
-(world_model/curve.py: one-step structure and turn response against samples) are drawn at the end.
+(world_model/evaluation/curve.py: one-step structure and turn response against samples) are drawn at the end.
 
 A variant is NAME or NAME:SECTION.FIELD=VALUE,SECTION.FIELD=VALUE, the items being `wm train --set`'s.
 """

@@ -4,14 +4,18 @@ A rename is atomic but not durable until the directory holding it is fsynced too
 unsynced directory can come back without the new name, or with a name pointing at unwritten blocks.
 Publishing with `exclusive=True` uses a hard link, which fails instead of replacing a file another
 process wrote under the same name. A file can carry its SHA-256 in a sidecar beside it (`write_checked`),
-checked when it is read (`checksum_error`).
+checked when it is read (`checksum_error`). A folder of files is written whole by a `FolderStore`: a new copy
+beside it, swapped in, so that a kill at any moment leaves a complete copy to find.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -135,3 +139,122 @@ def checksum_error(path: str | Path) -> str | None:
     if sha256_of(path) not in sums:
         return f"checksum mismatch with {checksum_path(path).name}: the file is damaged or was replaced"
     return None
+
+
+# --- a folder written whole ------------------------------------------------------------------------------
+
+
+def _rename(src: Path, dst: Path) -> None:
+    src.rename(dst)
+    fsync_dir(dst.parent)
+
+
+def _accept_any(folder: Path, index: dict) -> bool:
+    return True
+
+
+def _unranked(index: dict) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class FolderStore:
+    """How folders of one kind are written whole, and found again after a kill.
+
+    A write puts the new copy in the sibling `.NAME.tmp`, the index file last (a JSON object that lists
+    every file with its size and SHA-256, so its presence marks the copy complete), fsyncs it, moves the
+    old copy to `.NAME.old`, renames the new one into place and deletes the old. A kill between any two of
+    these steps leaves at least one complete copy; `find` picks the newest and `recover` puts it back in
+    place."""
+
+    index: str  # the index file's name, e.g. "config.json"
+    accept: Callable[[Path, dict], bool] = _accept_any  # is this index (of this copy) one of ours?
+    rank: Callable[[dict], int] = _unranked  # of two complete copies the higher rank is newer
+
+    def copies(self, folder: str | Path) -> list[Path]:
+        """Where a copy of `folder` can be: in place, new beside it, old beside it."""
+        folder = Path(folder)
+        return [folder, folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")]
+
+    def complete(self, folder: str | Path) -> dict | None:
+        """The index of a complete copy, None for anything else. All files the index lists present at their
+        size is complete (checksums are checked on load, where the bytes are read anyway); an index that
+        lists no files is complete when `accept` says so."""
+        folder = Path(folder)
+        try:
+            index = json.loads((folder / self.index).read_text())
+            if not isinstance(index, dict) or not self.accept(folder, index):
+                return None
+            files = index.get("files")
+            if files is None or all((folder / n).stat().st_size == rec["bytes"] for n, rec in files.items()):
+                return index
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass
+        return None
+
+    def find(self, folder: str | Path) -> Path | None:
+        """The newest complete copy of `folder` (by rank; in place wins a tie), whatever moment of a write a
+        kill interrupted; None if there is none."""
+        best: tuple[int, Path] | None = None
+        for copy in self.copies(folder):
+            index = self.complete(copy)
+            if index is not None and (best is None or self.rank(index) > best[0]):
+                best = (self.rank(index), copy)
+        return best[1] if best else None
+
+    def remove(self, folder: Path) -> None:
+        """Delete a copy, its index first: a copy half deleted is never mistaken for complete."""
+        if folder.is_dir():
+            (folder / self.index).unlink(missing_ok=True)
+            shutil.rmtree(folder)
+
+    def recover(self, folder: str | Path) -> Path | None:
+        """Put the newest complete copy of `folder` in place after a write was cut short, and clear the other
+        copies; returns `folder`, or None when there is no complete copy. Only the writer may call this."""
+        folder = Path(folder)
+        best = self.find(folder)
+        if best is None:
+            return None
+        spare = [c for c in self.copies(folder)[1:] if c != best]
+        for copy in spare:
+            self.remove(copy)
+        if best != folder:
+            if folder.exists():
+                _rename(folder, spare[0])
+            _rename(best, folder)
+            self.remove(spare[0])
+        return folder
+
+    def write(self, folder: str | Path, index: dict, write_files: Callable[[Path], object]) -> None:
+        """`write_files(tmp)` writes the files into the new copy; each is fsynced and listed in `index`, which
+        is written last, and the copy is swapped in place of `folder`."""
+        folder = Path(folder)
+        self.recover(folder)  # finish a swap a kill cut short: the copies cleared below are never the newest
+        tmp, old = self.copies(folder)[1:]
+        self.remove(tmp)
+        tmp.mkdir(parents=True)
+        write_files(tmp)
+        listed = {}
+        for path in sorted(tmp.iterdir()):
+            fsync_file(path)
+            listed[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+        index = {**index, "files": listed}
+        write_atomic(tmp / self.index, json.dumps(index, indent=2).encode())  # last: marks the copy complete
+        if folder.exists():
+            _rename(folder, old)
+        _rename(tmp, folder)
+        self.remove(old)
+
+    def file_error(self, path: Path, index: dict) -> str | None:
+        """Why the file at `path` is not the one `index` lists (None: it is, or the index lists no files, as
+        indexes written before these records)."""
+        record = index.get("files", {}).get(path.name)
+        if record is None:
+            return None
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            return f"missing or unreadable ({e})"
+        if size != record.get("bytes") or sha256_of(path) != record.get("sha256"):
+            return f"checksum mismatch with {self.index}; the file is damaged or was replaced"
+        return None

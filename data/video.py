@@ -2,7 +2,8 @@
 
 imageio-ffmpeg (H.264) when it is installed; else OpenCV's mp4v encoder; else, where neither is (a
 bare GPU machine has no ffmpeg wheel), an animated GIF beside the asked-for path, with a one-line
-notice. Callers (eval, headless play, data view) get their frames written either way.
+notice. Callers (eval, headless play, data view) get their frames written either way, whole or not at all
+(data/durable.py): a kill or a full disk leaves the video that was there before, never half of a new one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from data.durable import write_with
 
 
 def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
@@ -86,19 +89,20 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float, scal
     path.parent.mkdir(parents=True, exist_ok=True)
     scaled = (upscale(np.asarray(frame, np.uint8), scale) for frame in frames)
     backend = video_backend()
-    if backend == "ffmpeg":
-        n = _write_ffmpeg(scaled, path, fps)
-    elif backend == "opencv":
-        n = _write_opencv(scaled, path, fps)
-    else:
+    if backend == "gif":
         gif = path.with_suffix(".gif")
         print(f"{path}: no mp4 encoder here (imageio-ffmpeg, OpenCV); writing {gif} instead", file=sys.stderr)
         path = gif
-        n = _write_gif(scaled, path, fps)
-    if n == 0:
-        path.unlink(missing_ok=True)
-        raise ValueError(f"{path}: no frames to write")
-    return n
+    write = {"ffmpeg": _write_ffmpeg, "opencv": _write_opencv, "gif": _write_gif}[backend]
+    written = []
+
+    def write_frames(tmp: Path) -> None:
+        written.append(write(scaled, tmp, fps))
+        if written[0] == 0:
+            raise ValueError(f"{path}: no frames to write")
+
+    write_with(path, write_frames)
+    return written[0]
 
 
 def read_video(path: str | Path) -> np.ndarray:

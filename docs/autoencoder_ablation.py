@@ -5,7 +5,7 @@
         --png docs/autoencoder_ablation.png
 
 Each autoencoder folder is what `dreamdoom wm train-ae --out` writes; the figures are the means of
-world_model.autoencoder.reconstruction_scores over every `--every`-th frame of every held-out episode.
+world_model.evaluation.metrics.reconstruction_scores over every `--every`-th frame of every held-out episode.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from data.dataset import Dataset
-from world_model.autoencoder import reconstruct, reconstruction_scores
-from world_model.checkpoint import load_autoencoder
-from world_model.latents import load_frames
+from world_model.evaluation.metrics import reconstruction_scores
+from world_model.model.autoencoder import reconstruct
+from world_model.model.checkpoint import load_autoencoder
+from world_model.training.latents import load_frames
 
 PICTURE_FRACTIONS = (0.2, 0.5, 0.8)  # which held-out frames the picture shows, as positions in the list
 LABEL_HEIGHT = 14

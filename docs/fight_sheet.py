@@ -18,8 +18,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from data.dataset import Dataset
-from world_model.checkpoint import load_world_model
-from world_model.rollout import Dreamer, load_heldout
+from world_model.evaluation.rollout import Dreamer, load_heldout
+from world_model.model.checkpoint import load_world_model
 
 LABEL = 12
 

@@ -140,7 +140,7 @@ def open_game(args: PlayArgs):
     ckpt = checkpoint_path(args)
     import torch
 
-    from world_model.env import WorldModelEnv
+    from world_model.model.env import WorldModelEnv
 
     device = check_device(args.device)
     if args.threads or device == "cpu":

@@ -3,7 +3,7 @@
 For each number of denoising steps: reset, warm up, then time `frames` iterations of the window's own
 loop body (submit, draw + HUD + flip, collect) with no pacing. Frames/s is frames over wall time;
 latencies are per frame (median, p99). A model on CUDA is timed both eagerly and replayed as CUDA graphs
-(world_model/capture.py), side by side. CPU ms per frame is the process's CPU time (all threads) over
+(world_model/model/capture.py), side by side. CPU ms per frame is the process's CPU time (all threads) over
 the timed frames: on a machine shared with other work it says what a frame costs when wall time cannot.
 """
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from play.display import Display
 from play.session import PlaySession
 from play.window import hud_lines
-from world_model.bench import device_name
+from world_model.evaluation.bench import device_name
 
 # A loop of varied actions (forward, strafe, turning both ways, fire); speed does not depend on them.
 BENCH_ACTIONS = ((1, 0, 5, 0, 0), (1, 1, 3, 0, 0), (0, 2, 1, 1, 0), (2, 0, 3, 0, 1), (1, 0, 0, 0, 0))

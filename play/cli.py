@@ -22,6 +22,7 @@ from play import pipeline
 _USER_VIDEO_DRIVER = os.environ.get("SDL_VIDEODRIVER")
 USAGE_ERROR = 2
 INTERRUPTED = 130
+READER_GONE = 128 + 13  # as a process ended by SIGPIPE: the shell's status of `cat big | head`
 DEBUG_FLAG = "--debug"
 
 # The project's error classes, each raised with a message that names the file or option. An error can
@@ -35,9 +36,9 @@ USER_ERRORS = (
     ("data.world", "WorldMismatch"),
     ("agent.env", "ScenarioError"),
     ("agent.ppo_config", "PolicyError"),
-    ("world_model.config", "ConfigError"),
-    ("world_model.checkpoint", "CheckpointError"),
-    ("world_model.latents", "LatentCacheError"),
+    ("world_model.model.config", "ConfigError"),
+    ("world_model.model.checkpoint", "CheckpointError"),
+    ("world_model.training.latents", "LatentCacheError"),
     ("play.app", "PlayError"),
     ("play.script", "ScriptError"),
 )
@@ -131,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else USAGE_ERROR
     args.debug = debug  # for commands that run others (pipeline)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a reader gone early is caught below
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
@@ -143,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"dreamdoom {command_name(args)}: {message}", file=sys.stderr)
         return USAGE_ERROR
+
+
+def _reader_gone() -> int:
+    """The reader of our output left early (`dreamdoom data info DIR | head -3`): end quietly, as `cat` does.
+    Python flushes stdout again at exit; pointing it at /dev/null keeps that flush from raising a second
+    time (Python's signal docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return READER_GONE
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ class Stage:
             return False
         if self.checkpoint.suffix == ".zip":
             return self.checkpoint.is_file()
-        from world_model.checkpoint import find_checkpoint  # only here: the pipeline loads no torch to start
+        # only here: the pipeline loads no torch to start
+        from world_model.model.checkpoint import find_checkpoint
 
         return find_checkpoint(self.checkpoint) is not None
 

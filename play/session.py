@@ -30,7 +30,8 @@ MAX_STEPS = 8
 
 
 class Backend(Protocol):
-    """What play needs of a game: world_model.env.WorldModelEnv and play.engine.EngineBackend offer it."""
+    """What play needs of a game: world_model.model.env.WorldModelEnv and play.engine.EngineBackend offer
+    it."""
 
     resolution: tuple[int, int]  # (W, H) of the frames it returns
     frame_skip: int  # tics per frame: real time is 35 / frame_skip frames/s

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import world_model.checkpoint as checkpoint
-from world_model.checkpoint import (
+import world_model.model.checkpoint as checkpoint
+from data import durable
+from world_model.model.checkpoint import (
     CheckpointError,
     check_out,
     find_checkpoint,
@@ -21,7 +22,7 @@ from world_model.checkpoint import (
     save_autoencoder,
     save_world_model,
 )
-from world_model.train import TrainArgs, train
+from world_model.training.train import TrainArgs, train
 
 RES = (32, 24)
 
@@ -51,15 +52,22 @@ class Killed(Exception):
     """Stands for a kill -9 between two steps of a save."""
 
 
-# Every step of a save that touches the disk, in the order a save takes them.
-STEPS = ("_save_tensors", "_save_object", "write_atomic", "_rename", "_remove")
+# Every step of a save that touches the disk, in the order a save takes them: the checkpoint's files, then
+# the folder's swap.
+STEPS = (
+    (checkpoint, "_save_tensors"),
+    (checkpoint, "_save_object"),
+    (durable, "write_atomic"),
+    (durable, "_rename"),
+    (durable.FolderStore, "remove"),
+)
 
 
 def kill_at(monkeypatch, n: int) -> list[str]:
     """Make the n-th disk step of the next save raise Killed (after the steps before it ran whole)."""
     taken: list[str] = []
-    for name in STEPS:
-        real = getattr(checkpoint, name)
+    for owner, name in STEPS:
+        real = getattr(owner, name)
 
         def step(*args, _real=real, _name=name, **kw):
             if len(taken) + 1 == n:
@@ -67,7 +75,7 @@ def kill_at(monkeypatch, n: int) -> list[str]:
             taken.append(_name)
             return _real(*args, **kw)
 
-        monkeypatch.setattr(checkpoint, name, step)
+        monkeypatch.setattr(owner, name, step)
     return taken
 
 

@@ -34,7 +34,7 @@ def ws(tmp_path_factory) -> dict[str, str]:
     from agent.ppo_config import PPOConfig
     from data.actions import DEFAULT_ACTIONS
     from data.dataset import ShardWriter, default_recorder
-    from world_model.checkpoint import make_untrained_checkpoint
+    from world_model.model.checkpoint import make_untrained_checkpoint
 
     root = tmp_path_factory.mktemp("cli_errors")
     rng = np.random.default_rng(0)
@@ -267,8 +267,8 @@ CASES: list[tuple[str, str]] = [
     (WM_TRAIN + " --seed 99999999999999999999", "--seed"),
     (WM_TRAIN + " --cache {run}", "--cache {run}"),
     ("wm train --data {ds} --ae {ckpt} --out {run}/dit --preset huge", "--preset"),
-    # wm train --set, wm ablate --variant: the recipe's bounds and rules (world_model/config.py), checked on
-    # the autoencoder's 15x20 latent grid before any data is read
+    # wm train --set, wm ablate --variant: the recipe's bounds and rules (world_model/model/config.py),
+    # checked on the autoencoder's 15x20 latent grid before any data is read
     *[(f"{WM_TRAIN} --set {item}", f"--set '{item}': {why}") for item, why in RECIPE_CASES],
     (ABLATE + " --variant ok a:dit.heads=3", "--variant a: 'dit.heads=3': DiTConfig.heads = 3: must divide"),
     (ABLATE + " --variant a:dit.patch_size=7", "--variant a: 'dit.patch_size=7': DiTConfig.patch_size = 7"),
@@ -394,6 +394,24 @@ def test_real_command_prints_no_traceback(case, needle, ws):
     assert snapshot(ws["root"]) == before
 
 
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
+def test_a_reader_that_leaves_early_ends_the_command_quietly(ws, json_flag):
+    """`dreamdoom data info DIR | head -3`: once head has its lines, no BrokenPipe traceback."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line is written, so every write finds no reader
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "play.cli", "data", "info", ws["ds"], *json_flag],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(w)
+    assert proc.stderr == "" and proc.returncode == 141, proc.stderr  # 141: as `cat` ended by SIGPIPE
+
+
 def test_debug_shows_the_traceback(ws, capsys):
     assert main(["--debug", "data", "info", ws["empty"]]) == 2
     err = capsys.readouterr().err
@@ -506,7 +524,7 @@ def test_bench_steps_bound_is_the_envs():
     from dataclasses import fields
 
     from world_model.cli import BenchArgs
-    from world_model.env import MAX_SAMPLING_STEPS
+    from world_model.model.env import MAX_SAMPLING_STEPS
 
     steps = next(f for f in fields(BenchArgs) if f.name == "steps")
     assert steps.metadata["cli"]["le"] == MAX_SAMPLING_STEPS

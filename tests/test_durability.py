@@ -450,7 +450,7 @@ def _full_disk_for(monkeypatch, name_part: str) -> None:
 
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory) -> Path:
-    from world_model.checkpoint import make_untrained_checkpoint
+    from world_model.model.checkpoint import make_untrained_checkpoint
 
     # of the world of `dataset` (basic), which eval checks
     ckpt = tmp_path_factory.mktemp("untrained") / "ckpt"
@@ -467,8 +467,13 @@ def untrained(tmp_path_factory) -> Path:
             "--rollouts 1 --horizon 2 --stability-frames 0",
             "report.json",
         ),
+        (
+            "wm eval --ckpt {ckpt} --data {data} --out {out} --no-engine --no-probe --transitions 2 "
+            "--rollouts 1 --horizon 2 --stability-frames 0",
+            "side_by_side",
+        ),
     ],
-    ids=["bench", "latent cache", "eval report"],
+    ids=["bench", "latent cache", "eval report", "eval video"],
 )
 def test_a_full_disk_leaves_the_earlier_output_whole(
     dataset, untrained, tmp_path, monkeypatch, capsys, command, name
@@ -483,6 +488,28 @@ def test_a_full_disk_leaves_the_earlier_output_whole(
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("No space left on device")
     assert written.read_bytes() == before
     assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temp file left behind
+
+
+@pytest.mark.parametrize("name", ["table.json", "table.md", "sheet"])
+def test_a_full_disk_leaves_the_ablation_tables_whole(tmp_path, monkeypatch, name):
+    """wm ablate rewrites its tables after every variant: a failed rewrite keeps those of the last one."""
+    from world_model.training.ablate import AblateArgs, row_of, write_results
+
+    a = AblateArgs(data="d", ae="ae", heldout="h", out=str(tmp_path), variant=("base", "x0"), minutes=1.0)
+    report = {"view": {"teacher_forced": {"edge_corr": {"model": 0.5, "copy_last": 0.4, "ceiling": 0.9}}}}
+    report["view"]["rollout"] = {"edge_corr": {"1": {"model": 0.3}}}
+    rows = [row_of(v, (), report, {"step": 3}, {"ms": 2.0}) for v in ("base", "x0")]
+    frame = np.zeros((12, 16, 3), np.uint8)
+    frames = {v: {1: (frame, frame + 40 * i, 0.5)} for i, v in enumerate(("base", "x0"))}
+    write_results(tmp_path, rows[:1], {"base": frames["base"]}, a)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["sheet.png", "table.json", "table.md"]
+    _full_disk_for(monkeypatch, name)
+    with pytest.raises(OSError, match="No space left"):
+        write_results(tmp_path, rows, frames, a)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(after) == sorted(before)  # no temp file left behind
+    assert [after[f] == before[f] for f in after if f.startswith(name)] == [True]
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -510,3 +537,47 @@ def test_a_checked_file_a_kill_interrupted_still_matches_its_checksum(tmp_path, 
     assert durable.checksum_path(path).read_text().count("\n") == 1  # only the file that is there
     path.write_bytes(b"nEwer")
     assert "checksum mismatch" in durable.checksum_error(path)
+
+
+def test_a_folder_store_swaps_whole_copies_and_finds_the_newest_a_kill_left(tmp_path, monkeypatch):
+    """The folder transaction on its own (checkpoints are one user): a kill before the index leaves the old
+    copy, a kill between the two renames leaves both beside the folder, and recover puts the newest back."""
+    from data import durable
+
+    store = durable.FolderStore("index.json", rank=lambda index: index["version"])
+    folder = tmp_path / "run"
+
+    def files(text: str):
+        return lambda tmp: (tmp / "a.txt").write_text(text)
+
+    store.write(folder, {"version": 1}, files("one"))
+    index = json.loads((folder / "index.json").read_text())
+    assert index["files"]["a.txt"]["bytes"] == 3 and store.file_error(folder / "a.txt", index) is None
+    (folder / "a.txt").write_text("two")
+    assert "checksum mismatch with index.json" in store.file_error(folder / "a.txt", index)
+    (folder / "a.txt").write_text("one")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # killed before the index: the new copy is incomplete
+        m.setattr(durable, "write_atomic", killed)
+        with pytest.raises(KeyboardInterrupt):
+            store.write(folder, {"version": 2}, files("two"))
+    assert store.find(folder) == folder and store.complete(folder.with_name(".run.tmp")) is None
+
+    real, renames = durable._rename, []
+
+    def rename_once(src, dst):  # killed after the old copy moved aside, before the new one moved in
+        if renames:
+            raise KeyboardInterrupt
+        renames.append(dst)
+        real(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(durable, "_rename", rename_once)
+        with pytest.raises(KeyboardInterrupt):
+            store.write(folder, {"version": 2}, files("two"))
+    assert not folder.exists() and store.find(folder) == folder.with_name(".run.tmp")
+    assert store.recover(folder) == folder and (folder / "a.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -18,7 +18,7 @@ def test_tiny_pipeline_end_to_end_then_resumes(tmp_path, capsys):
     assert {"scripted", "random"} <= policies and len(policies) >= 3
     report = json.loads((out / "eval" / "report.json").read_text())
     assert np.isfinite(report["view"]["teacher_forced"]["edge_corr"]["model"])
-    from world_model.env import WorldModelEnv
+    from world_model.model.env import WorldModelEnv
 
     env = WorldModelEnv.from_checkpoint(out / "dit" / "ckpt")
     frames = Dataset(out / "data").load(0).frames[: env.context_len]
@@ -35,7 +35,7 @@ def test_tiny_pipeline_in_the_arena_makes_and_judges_a_model_of_the_arena(tmp_pa
     out = tmp_path / "arena"
     assert main(["pipeline", "--preset", "tiny", "--scenario", "defend_the_center", "--out", str(out)]) == 0
     assert {m.scenario for m in Dataset(out / "data").shards.values()} == {"defend_the_center"}
-    from world_model.checkpoint import load_world_model
+    from world_model.model.checkpoint import load_world_model
 
     assert load_world_model(out / "dit" / "ckpt").world.scenario == "defend_the_center"
     report = json.loads((out / "eval" / "report.json").read_text())
@@ -49,7 +49,7 @@ def test_an_interrupted_training_resumes_only_from_a_checkpoint_it_saved(tmp_pat
     """A training killed before its first save is started again (keeping its folder: the latent cache), not
     run with --resume, which would stop the pipeline there."""
     from play.pipeline import run
-    from world_model.checkpoint import make_untrained_checkpoint
+    from world_model.model.checkpoint import make_untrained_checkpoint
 
     out = tmp_path / "pipe"
     ran: list[list[str]] = []

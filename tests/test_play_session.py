@@ -17,8 +17,8 @@ from play.engine import EngineBackend, dataset_context
 from play.session import PlaySession
 from play.stats import psnr
 from play.window import GameWindow, WindowConfig
-from world_model.checkpoint import make_untrained_checkpoint
-from world_model.env import WorldModelEnv
+from world_model.model.checkpoint import make_untrained_checkpoint
+from world_model.model.env import WorldModelEnv
 
 WALK = [SPEC.make(move=1, turn=5), SPEC.make(strafe=1, attack=1), SPEC.make(move=2, turn=1), SPEC.make(use=1)]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from play.cli import main
-from world_model.checkpoint import load_world_model
-from world_model.config import apply_overrides, get_preset
+from world_model.model.checkpoint import load_world_model
+from world_model.model.config import apply_overrides, get_preset
 
 
 def test_overrides_change_the_named_fields_and_nothing_else():
@@ -31,6 +31,9 @@ def test_overrides_change_the_named_fields_and_nothing_else():
         ("diffusion.prediction=z", ["prediction = 'z'", "choose one of"]),
         ("ae.channels=[8,16]", ["section 'ae'"]),
         ("context_len=2", ["SECTION.FIELD=VALUE"]),
+        # the autoencoder decides the latent grid: set here, it used to be silently overwritten
+        ("dit.latent_size=[4,4]", ["dit.latent_size", "the autoencoder decides it: (15, 20)"]),
+        ("dit.mlp_ratio=0.01", ["DiTConfig.mlp_ratio", "zero-width MLP"]),
     ],
 )
 def test_a_bad_override_is_refused_before_training_naming_it(dataset, ae, tmp_path, capsys, item, words):
@@ -39,6 +42,7 @@ def test_a_bad_override_is_refused_before_training_naming_it(dataset, ae, tmp_pa
     assert main([*argv, "--steps", "2", "--set", item]) == 2
     err = capsys.readouterr().err
     assert item in err and all(w in err for w in words), err
+    assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
     assert not out.exists()
 
 
@@ -105,8 +109,8 @@ def test_ablate_refuses_a_bad_variant_before_any_training(dataset, ae, tmp_path,
 
 
 def test_action_tokens_let_the_action_reach_every_token():
-    from world_model.config import DiTConfig
-    from world_model.dit import DiT
+    from world_model.model.config import DiTConfig
+    from world_model.model.dit import DiT
 
     torch.manual_seed(0)
     cfg = DiTConfig(latent_channels=4, latent_size=(6, 8), context_len=2, hidden=32, depth=2, heads=2,

@@ -9,17 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import make_episode
-from world_model.autoencoder import (
-    Autoencoder,
-    gradient_loss,
-    reconstruct,
-    reconstruction_loss,
-    reconstruction_scores,
-    to_tensor,
-    train_autoencoder,
-)
-from world_model.checkpoint import load_autoencoder
-from world_model.config import AEConfig, get_preset
+from world_model.evaluation.metrics import reconstruction_scores
+from world_model.model.autoencoder import Autoencoder, reconstruct, to_tensor
+from world_model.model.checkpoint import load_autoencoder
+from world_model.model.config import AEConfig, get_preset
+from world_model.training.autoencoder import gradient_loss, reconstruction_loss, train_autoencoder
 
 DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 
@@ -33,7 +27,7 @@ def pattern_frame() -> np.ndarray:
 
 def test_an_autoencoder_saved_before_the_gradient_loss_loads_and_reconstructs_the_same(tmp_path):
     from data.actions import DEFAULT_ACTIONS
-    from world_model.checkpoint import save_autoencoder
+    from world_model.model.checkpoint import save_autoencoder
 
     torch.manual_seed(0)
     ae = Autoencoder(get_preset("cpu").ae).eval()  # the previous default's design

@@ -1,4 +1,4 @@
-"""The play step from static buffers (world_model/capture.py): the same numbers as the sampler drawing
+"""The play step from static buffers (world_model/model/capture.py): the same numbers as the sampler drawing
 its own noise, eagerly on CPU, and as CUDA graphs where a GPU is at hand."""
 
 import dataclasses
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from data.actions import DEFAULT_ACTIONS
-from world_model.autoencoder import to_tensor, to_uint8
-from world_model.checkpoint import load_world_model, make_untrained_checkpoint
-from world_model.env import WorldModelEnv
+from world_model.model.autoencoder import to_tensor, to_uint8
+from world_model.model.checkpoint import load_world_model, make_untrained_checkpoint
+from world_model.model.env import WorldModelEnv
 
 RES = (32, 24)
 ACTIONS = [DEFAULT_ACTIONS.make(move=1), DEFAULT_ACTIONS.make(turn=1), DEFAULT_ACTIONS.make(attack=1)]

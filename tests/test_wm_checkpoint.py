@@ -8,15 +8,15 @@ import torch
 
 from data.actions import DEFAULT_ACTIONS, ActionSpec
 from data.windows import LatentWindows
-from world_model.autoencoder import to_tensor
-from world_model.checkpoint import (
+from world_model.model.autoencoder import to_tensor
+from world_model.model.checkpoint import (
     CheckpointError,
     check_data_fits,
     load_world_model,
     make_untrained_checkpoint,
     save_world_model,
 )
-from world_model.env import WorldModelEnv
+from world_model.model.env import WorldModelEnv
 
 RES = (32, 24)
 

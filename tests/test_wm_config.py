@@ -1,5 +1,5 @@
-"""The recipe's bounds and rules: declared beside each field of world_model/config.py, met by every way a
-config is built (presets, `--set`, `--variant`, a checkpoint's config.json)."""
+"""The recipe's bounds and rules: declared beside each field of world_model/model/config.py, met by every way
+a config is built (presets, `--set`, `--variant`, a checkpoint's config.json)."""
 
 import json
 from dataclasses import dataclass, fields
@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 import pytest
 
 from data.actions import DEFAULT_ACTIONS
-from world_model.config import (
+from world_model.model.config import (
     PRESETS,
     AEConfig,
     ConfigError,
@@ -45,7 +45,7 @@ def test_a_field_without_bounds_needs_only_a_finite_value():
 
 def test_command_line_options_take_their_bounds_from_the_recipe():
     from world_model.cli import TrainAEArgs
-    from world_model.train import TrainArgs
+    from world_model.training.train import TrainArgs
 
     for args, cfg, names in (
         (TrainArgs, TrainConfig, ("steps", "batch_size", "lr", "ckpt_every")),
@@ -60,7 +60,7 @@ def test_command_line_options_take_their_bounds_from_the_recipe():
 def test_the_patch_is_checked_on_the_grid_the_autoencoder_makes(tmp_path):
     """cpu4x's autoencoder makes 30x40 latents of 160x120 frames: patch 16 fits there (not on the 15x20 a
     preset assumes until it meets its autoencoder), 32 does not."""
-    from world_model.checkpoint import recipe_for
+    from world_model.model.checkpoint import recipe_for
 
     ae = tmp_path / "ae"
     ae.mkdir()

@@ -1,4 +1,5 @@
-"""Control by image motion (world_model/control.py): what it reads off dreams that turn and that do not."""
+"""Control by image motion (world_model/evaluation/control.py): what it reads off dreams that turn and that
+do not."""
 
 import numpy as np
 import pytest
@@ -7,11 +8,11 @@ import torch
 from data.actions import DEFAULT_ACTIONS
 from data.dataset import Dataset
 from play.app import DEFAULT_CKPT
-from world_model.checkpoint import dit_config_for, load_autoencoder, load_world_model, save_world_model
-from world_model.config import DiffusionConfig, get_preset
-from world_model.control import evaluate_motion_one_step, motion_figures
-from world_model.dit import DiT
-from world_model.rollout import Dreamer, load_heldout
+from world_model.evaluation.control import evaluate_motion_one_step, motion_figures
+from world_model.evaluation.rollout import Dreamer, load_heldout
+from world_model.model.checkpoint import dit_config_for, load_autoencoder, load_world_model, save_world_model
+from world_model.model.config import DiffusionConfig, get_preset
+from world_model.model.dit import DiT
 
 
 def test_figures_of_a_dream_that_turns_as_far_as_the_engine_one_that_copies_and_one_that_turns_back():

@@ -9,11 +9,11 @@ import torch
 
 from data.actions import DEFAULT_ACTIONS
 from play.cli import main
-from world_model.checkpoint import load_world_model
-from world_model.config import get_preset
-from world_model.control import fast_turns, forced_turn
-from world_model.dit import DiT
-from world_model.train import TrainArgs, train
+from world_model.evaluation.control import fast_turns, forced_turn
+from world_model.model.checkpoint import load_world_model
+from world_model.model.config import get_preset
+from world_model.model.dit import DiT
+from world_model.training.train import TrainArgs, train
 
 TURN = DEFAULT_ACTIONS.fields.index("turn")
 

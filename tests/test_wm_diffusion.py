@@ -1,6 +1,6 @@
-"""The diffusion process (world_model/diffusion.py): a checkpoint saved before the newer settings existed
-samples as it did before the process became one object, and each parameterisation is exact with a perfect
-model."""
+"""The diffusion process (world_model/model/diffusion.py): a checkpoint saved before the newer settings
+existed samples as it did before the process became one object, and each parameterisation is exact with a
+perfect model."""
 
 import dataclasses
 import json
@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from world_model.checkpoint import load_world_model, make_untrained_checkpoint, save_world_model
-from world_model.config import PREDICTIONS, DiffusionConfig, DiTConfig, get_preset
-from world_model.diffusion import Diffusion
-from world_model.dit import DiT
+from world_model.model.checkpoint import load_world_model, make_untrained_checkpoint, save_world_model
+from world_model.model.config import PREDICTIONS, DiffusionConfig, DiTConfig, get_preset
+from world_model.model.diffusion import Diffusion
+from world_model.model.dit import DiT
 
 DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 
@@ -103,8 +103,8 @@ def write_old_checkpoint(path: Path) -> Path:
     """A checkpoint as saved before the newer fields existed: the cpu networks (the shipped default's),
     randomly initialised and then perturbed so that every block and the output are not zero."""
     from data.actions import DEFAULT_ACTIONS
-    from world_model.autoencoder import Autoencoder
-    from world_model.checkpoint import dit_config_for
+    from world_model.model.autoencoder import Autoencoder
+    from world_model.model.checkpoint import dit_config_for
 
     torch.manual_seed(0)
     p = get_preset("cpu")
@@ -285,7 +285,7 @@ def test_sampler_with_a_perfect_model_returns_the_target(
 def test_action_guidance_pushes_away_from_the_no_action_branch():
     """out = cond + (w - 1)(cond - no_action): the no-action branch keeps the past frames and is told
     NO_ACTION; actions are dropped in training at action_drop_prob."""
-    from world_model.diffusion import NO_ACTION
+    from world_model.model.diffusion import NO_ACTION
 
     process = Diffusion(DiffusionConfig(prediction="x0", residual=False, action_guidance=3.0), 10)
     target, context, actions = _latents(seed=5)

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from data.actions import DEFAULT_ACTIONS
-from world_model.config import DiffusionConfig
-from world_model.diffusion import Diffusion
-from world_model.egomotion import TurnWarp
-from world_model.metrics import scene_edge_corr, status_bar_rows
+from data.frame_layout import status_bar_rows
+from world_model.evaluation.metrics import scene_edge_corr
+from world_model.model.config import DiffusionConfig
+from world_model.model.diffusion import Diffusion
+from world_model.model.egomotion import TurnWarp
 
 TURN = DEFAULT_ACTIONS.fields.index("turn")
 FAST_LEFT, FAST_RIGHT = 0, len(DEFAULT_ACTIONS.turn_degrees_per_tic) - 1

@@ -1,11 +1,12 @@
-"""No-reference hold of a long dream (world_model/hold.py): a picture of the world holds, fog, tiles and
-latents off the training range do not."""
+"""No-reference hold of a long dream (world_model/evaluation/hold.py): a picture of the world holds, fog,
+tiles and latents off the training range do not."""
 
 import numpy as np
 import torch
 
-from world_model.hold import HOLD_LIMITS, HoldMeter, grid_edge_ratio, latent_range, outside_share
-from world_model.metrics import gaussian_blur
+from world_model.evaluation.hold import HOLD_LIMITS, HoldMeter, grid_edge_ratio, outside_share
+from world_model.evaluation.metrics import gaussian_blur
+from world_model.model.autoencoder import latent_range
 
 CELL = 16  # token grid of patch 4 on a 4x-down autoencoder
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from world_model.metrics import psnr, sharpness, ssim
+from world_model.evaluation.metrics import psnr, sharpness, ssim
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ import torch
 
 from data.actions import DEFAULT_ACTIONS
 from data.windows import LatentWindows
-from world_model.autoencoder import Autoencoder, random_crops, to_tensor, to_uint8
-from world_model.config import DiffusionConfig, DiTConfig, get_preset
-from world_model.diffusion import Diffusion
-from world_model.dit import DiT
+from world_model.model.autoencoder import Autoencoder, to_tensor, to_uint8
+from world_model.model.config import DiffusionConfig, DiTConfig, get_preset
+from world_model.model.diffusion import Diffusion
+from world_model.model.dit import DiT
+from world_model.training.autoencoder import random_crops
 
 
 def tiny_dit(**kw) -> DiT:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from world_model.metrics import view_rows
-from world_model.motion import view_shift
+from data.frame_layout import view_rows
+from world_model.evaluation.motion import view_shift
 
 
 def record(tmp_path_factory, scenario: str, policy: str, seed: int, steps: int = 150):

@@ -10,13 +10,13 @@ import torch
 from data.actions import DEFAULT_ACTIONS
 from data.dataset import Dataset
 from data.windows import LatentWindows
-from world_model.checkpoint import load_world_model
-from world_model.config import ConfigError, DiffusionConfig, DiTConfig, TrainConfig, parse_override
-from world_model.diffusion import Diffusion, with_generated
-from world_model.dit import DiT
-from world_model.egomotion import TurnWarp
-from world_model.env import WorldModelEnv
-from world_model.train import TrainArgs, train
+from world_model.model.checkpoint import load_world_model
+from world_model.model.config import ConfigError, DiffusionConfig, DiTConfig, TrainConfig, parse_override
+from world_model.model.diffusion import Diffusion, with_generated
+from world_model.model.dit import DiT
+from world_model.model.egomotion import TurnWarp
+from world_model.model.env import WorldModelEnv
+from world_model.training.train import TrainArgs, train
 
 C, H, W, K = 4, 6, 8, 2  # a tiny latent grid and context
 

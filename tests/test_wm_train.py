@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 from data.actions import DEFAULT_ACTIONS
 from data.dataset import Dataset
 from play.cli import main
-from world_model.checkpoint import CheckpointError, load_world_model, make_untrained_checkpoint
-from world_model.env import WorldModelEnv
-from world_model.latents import LatentCache, LatentCacheError
-from world_model.train import TrainArgs, train
+from world_model.model.checkpoint import CheckpointError, load_world_model, make_untrained_checkpoint
+from world_model.model.env import WorldModelEnv
+from world_model.training.latents import LatentCache, LatentCacheError
+from world_model.training.train import TrainArgs, train
 
 
 def tiny_args(dataset, ae, out, **kw) -> TrainArgs:

@@ -4,18 +4,10 @@ import numpy as np
 import pytest
 
 from data.actions import DEFAULT_ACTIONS
-from world_model.control import counterfactual, scripted_inputs
-from world_model.metrics import (
-    edge_corr,
-    gaussian_blur,
-    psnr,
-    ssim,
-    status_bar,
-    status_bar_rows,
-    view,
-    view_rows,
-)
-from world_model.probe import angle_diff
+from data.frame_layout import status_bar, status_bar_rows, view, view_rows
+from world_model.evaluation.control import counterfactual, scripted_inputs
+from world_model.evaluation.metrics import edge_corr, gaussian_blur, psnr, ssim
+from world_model.evaluation.probe import angle_diff
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +51,8 @@ def test_edge_corr_sees_structure_not_brightness(e1m1):
 
 def test_a_grey_field_that_keeps_the_weapon_holds_none_of_the_scene(e1m1):
     """The weapon sprite is in the same place in every frame; the scene figures leave it out."""
-    from world_model.metrics import scene_edge_corr, scene_mask, view_scores
+    from data.frame_layout import scene_mask
+    from world_model.evaluation.metrics import scene_edge_corr, view_scores
 
     frames = e1m1.load(0).frames[20:36]
     mask = scene_mask(*frames.shape[1:3])
@@ -155,7 +148,7 @@ def test_replay_reproduces_the_recorded_frames_exactly(e1m1):
 
 
 def test_place_probe_fits_real_frames(e1m1, tmp_path):
-    from world_model.probe import PlaceProbe, ProbeConfig, get_probe
+    from world_model.evaluation.probe import PlaceProbe, ProbeConfig, get_probe
 
     cfg = ProbeConfig(steps=150, batch_size=32, width=8, every=1)
     refs = e1m1.episodes
@@ -181,8 +174,8 @@ def test_floor_is_below_the_ceiling_of_the_shipped_autoencoder(e1m1):
 
     import torch
 
-    from world_model.autoencoder import to_tensor, to_uint8
-    from world_model.checkpoint import load_autoencoder
+    from world_model.model.autoencoder import to_tensor, to_uint8
+    from world_model.model.checkpoint import load_autoencoder
 
     ae, _ = load_autoencoder(Path(__file__).parents[1] / "checkpoints" / "default", "cpu")
     a, b = e1m1.load(0).frames, e1m1.load(1).frames

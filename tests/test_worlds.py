@@ -12,7 +12,7 @@ from data.world import World, WorldMismatch
 from play.app import EXAMPLE_INPUTS, PlayArgs, open_game
 from play.cli import main
 from play.pipeline import PIPELINES, SCENARIO_NAMES, run, stages
-from world_model.checkpoint import load_world_model, make_untrained_checkpoint
+from world_model.model.checkpoint import load_world_model, make_untrained_checkpoint
 
 
 def record(tmp_path_factory, scenario: str, seed: int):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from data.cli import dataset_folder, output_file, output_folder
 from data.cli_args import MAX_SEED, JsonOutput, UsageError, arg, build, check_device
-from world_model.config import MAX_SAMPLING_STEPS, PRESETS, AEConfig, bounds_of
+from world_model.model.config import MAX_SAMPLING_STEPS, PRESETS, AEConfig, bounds_of
 
 
 @dataclass
@@ -126,7 +126,7 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
     a = build(TrainAEArgs, args)
     dataset_folder(a.data, "--data")
     output_folder(a.out)
-    from world_model.config import ConfigError, get_preset, to_dict
+    from world_model.model.config import ConfigError, get_preset, to_dict
 
     names = ("steps", "decoder_steps", "batch_size", "crop", "channels", "latent_channels", "grad_loss")
     given = {n: getattr(a, n) for n in names if getattr(a, n) is not None}
@@ -137,13 +137,13 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
         options = " ".join(f"--{n.replace('_', '-')} {v}" for n, v in shown.items())
         raise UsageError(f"{options} (preset {a.preset}): {e}") from None
     device = _setup(args, a.device)
-    from world_model.checkpoint import check_out
+    from world_model.model.checkpoint import check_out
 
     check_out(a.out, "autoencoder", a.overwrite)  # before training, not after; it makes the parent folder
     from data.dataset import Dataset
-    from world_model.autoencoder import train_autoencoder
-    from world_model.checkpoint import save_autoencoder
-    from world_model.latents import load_frames
+    from world_model.model.checkpoint import save_autoencoder
+    from world_model.training.autoencoder import train_autoencoder
+    from world_model.training.latents import load_frames
 
     print(f"autoencoder config: {to_dict(cfg)}")
     ds = Dataset(a.data)
@@ -170,8 +170,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     output_file(a.out, suffixes=(".safetensors",))
     device = _setup(args, a.device)
     from data.dataset import Dataset
-    from world_model.checkpoint import check_data_fits, load_autoencoder
-    from world_model.latents import encode_dataset
+    from world_model.model.checkpoint import check_data_fits, load_autoencoder
+    from world_model.training.latents import encode_dataset
 
     ae, config = load_autoencoder(a.ae, device)
     ds = Dataset(a.data)
@@ -181,13 +181,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _train_options() -> tuple[type, ...]:
-    from world_model.train import TrainArgs
+    from world_model.training.train import TrainArgs
 
     return (TrainArgs, Threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from world_model.train import TrainArgs, train
+    from world_model.training.train import TrainArgs, train
 
     a = build(TrainArgs, args)
     dataset_folder(a.data, "--data")
@@ -197,11 +197,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         output_file(a.cache, "--cache", suffixes=(".safetensors",))
     if a.set and a.resume:
         raise UsageError("--set with --resume: a run keeps the recipe saved in its checkpoint")
-    from world_model.checkpoint import recipe_for
+    from world_model.model.checkpoint import recipe_for
 
     recipe_for(a.preset, a.set, a.ae)  # every recipe value checked on the autoencoder's grid, before any data
     _setup(args, a.device)
-    from world_model.train import check_run_folder
+    from world_model.training.train import check_run_folder
 
     check_run_folder(Path(a.out), a.resume, a.overwrite)  # last: it makes the run folder's parent
     train(a)
@@ -209,13 +209,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _eval_options() -> tuple[type, ...]:
-    from world_model.evaluate import EvalArgs
+    from world_model.evaluation.evaluate import EvalArgs
 
     return (EvalArgs, Threads, JsonOutput)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from world_model.evaluate import EvalArgs, evaluate, format_report
+    from world_model.evaluation.evaluate import EvalArgs, evaluate, format_report
 
     a = build(EvalArgs, args)
     checkpoint_folder(a.ckpt)
@@ -242,7 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from world_model.bench import bench, format_bench
+    from world_model.evaluation.bench import bench, format_bench
 
     a = build(BenchArgs, args)
     checkpoint_folder(a.ckpt)
@@ -261,13 +261,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _ablate_options() -> tuple[type, ...]:
-    from world_model.ablate import AblateArgs
+    from world_model.training.ablate import AblateArgs
 
     return (AblateArgs, Threads)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from world_model.ablate import AblateArgs, ablate, parse_variants
+    from world_model.training.ablate import AblateArgs, ablate, parse_variants
 
     a = build(AblateArgs, args)
     dataset_folder(a.data, "--data")
@@ -283,13 +283,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _curve_options() -> tuple[type, ...]:
-    from world_model.curve import CurveArgs
+    from world_model.evaluation.curve import CurveArgs
 
     return (CurveArgs, Threads)
 
 
 def cmd_curve(args: argparse.Namespace) -> int:
-    from world_model.curve import CurveArgs, main_curve
+    from world_model.evaluation.curve import CurveArgs, main_curve
 
     a = build(CurveArgs, args)
     dataset_folder(a.heldout, "--heldout")
@@ -308,7 +308,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     a = build(ExportArgs, args)
     checkpoint_folder(a.ckpt)
     output_folder(a.out)
-    from world_model.checkpoint import export_world_model
+    from world_model.model.checkpoint import export_world_model
 
     out = export_world_model(a.ckpt, a.out, replace=a.overwrite)
     size = sum(p.stat().st_size for p in out.iterdir())

@@ -150,10 +150,15 @@ class DiTConfig:
                 f"the patch must fit the {h}x{w} latent grid: a power of two, at most {min(h, w)}, "
                 "and the grid padded to whole patches at most half padding",
             ),
+            (
+                "mlp_ratio",
+                int(self.hidden * self.mlp_ratio) >= 1,
+                f"gives a zero-width MLP: hidden ({self.hidden}) x mlp_ratio must be at least 1",
+            ),
         ]
 
 
-PREDICTIONS = ("v", "x0", "eps", "edm")  # what the DiT outputs; see world_model/diffusion.py
+PREDICTIONS = ("v", "x0", "eps", "edm")  # what the DiT outputs; see world_model/model/diffusion.py
 ROLLOUT_MODES = ("onepass", "sampler")  # how training on own rollouts makes its frames (TrainConfig)
 
 
@@ -182,9 +187,10 @@ class DiffusionConfig:
     # Each sampled latent is clamped to [-latent_clip, latent_clip] (the latents are scaled to unit variance;
     # real ones stay within about +-8): a rollout cannot drift into values the decoder never saw. 0: off.
     latent_clip: float = bounded(0.0, ge=0)
-    # The ego-motion prior (world_model/egomotion.py): the change is taken from the last latent turned by the
-    # current action's turn, a column remap of the view, instead of from the last latent as it is. Predicting
-    # zero then follows the player's turn exactly. Checkpoints saved before the setting existed load as False.
+    # The ego-motion prior (world_model/model/egomotion.py): the change is taken from the last latent turned
+    # by the current action's turn, a column remap of the view, instead of from the last latent as it is.
+    # Predicting zero then follows the player's turn exactly. Checkpoints saved before the setting existed
+    # load as False.
     ego_warp: bool = False
     # CFG scale on the past frames at sampling; 1.0 = no guidance (one pass)
     guidance: float = bounded(1.0, ge=0)

@@ -22,8 +22,9 @@ from tqdm import tqdm
 from data.cli_args import MAX_SEED, arg
 from data.dataset import Dataset
 from data.windows import LatentWindows
-from world_model.capture import autocast_for
-from world_model.checkpoint import (
+from world_model.model.autoencoder import latent_range
+from world_model.model.capture import autocast_for
+from world_model.model.checkpoint import (
     CheckpointError,
     check_data_fits,
     check_out,
@@ -36,11 +37,10 @@ from world_model.checkpoint import (
     recover,
     save_world_model,
 )
-from world_model.config import PREDICTIONS, PRESETS, TrainConfig, bounds_of, to_dict
-from world_model.diffusion import Diffusion
-from world_model.dit import DiT
-from world_model.hold import latent_range
-from world_model.latents import (
+from world_model.model.config import PREDICTIONS, PRESETS, TrainConfig, bounds_of, to_dict
+from world_model.model.diffusion import Diffusion
+from world_model.model.dit import DiT
+from world_model.training.latents import (
     LatentCache,
     LatentCacheError,
     cache_fingerprints,
@@ -331,7 +331,8 @@ def train(args: TrainArgs) -> dict:
                     "dataset": str(args.data),
                     "autoencoder_source": str(args.ae),
                     "world": data_world.to_dict(),
-                    "latent_range": train_range,  # what a dream's latents are judged by (world_model/hold.py)
+                    # what a dream's latents are judged by (world_model/evaluation/hold.py)
+                    "latent_range": train_range,
                 },
             )
 

@@ -9,10 +9,12 @@ figure beside calibrators that say what it means:
 - view: edge correlation (structure), PSNR, SSIM; teacher-forced (one step from real frames) and
   per rollout horizon (the dream feeding on itself under the recorded actions).
 - status_bar: PSNR of the bar alone.
-- probe: position and angle read off frames by a CNN trained on real training frames (world_model/probe.py).
-- control and stability against the real engine (world_model/control.py), when an engine is given.
+- probe: position and angle read off frames by a CNN trained on real training frames (probe.py).
+- control and stability against the real engine (control.py), when an engine is given.
 
-Everything goes into report.json, with a contact sheet and a side-by-side video.
+Everything goes into report.json, with a contact sheet and a side-by-side video. `evaluate` reads as its
+blocks: load, place probe, teacher forced, rollouts, motion, engine control, stability, report; each block
+is a function with its own inputs that returns its own part of report.json.
 """
 
 from __future__ import annotations
@@ -29,26 +31,24 @@ from tqdm import tqdm
 
 from data.actions import ActionSpec
 from data.cli_args import MAX_SEED, arg
-from data.dataset import Dataset, DatasetError
+from data.dataset import Dataset, DatasetError, EpisodeRef
 from data.durable import write_atomic
+from data.frame_layout import scene_mask, status_bar, view
 from data.video import video_backend, write_video
-from world_model.checkpoint import check_data_fits, load_world_model
-from world_model.control import EngineFactory, evaluate_control, evaluate_motion_one_step, evaluate_stability
-from world_model.env import MAX_SAMPLING_STEPS
-from world_model.hold import hold_meter
-from world_model.metrics import (
-    gaussian_blur,
-    psnr,
-    scene_edge_corr,
-    scene_mask,
-    sharpness,
-    status_bar,
-    view,
-    view_scores,
+from world_model.evaluation.control import (
+    EngineFactory,
+    ReplayEngine,
+    evaluate_control,
+    evaluate_motion_one_step,
+    evaluate_stability,
 )
-from world_model.probe import ProbeConfig, get_probe
-from world_model.report import format_report, write_contact_sheet
-from world_model.rollout import Dreamer, load_heldout
+from world_model.evaluation.hold import hold_meter
+from world_model.evaluation.metrics import gaussian_blur, psnr, scene_edge_corr, sharpness, view_scores
+from world_model.evaluation.probe import PlaceProbe, ProbeConfig, get_probe
+from world_model.evaluation.report import format_report, write_contact_sheet
+from world_model.evaluation.rollout import Dreamer, HeldOut, load_heldout
+from world_model.model.checkpoint import WorldModelCheckpoint, check_data_fits, load_world_model
+from world_model.model.env import MAX_SAMPLING_STEPS
 
 HORIZONS = (1, 2, 4, 8, 16, 32, 64)  # plus the full rollout length
 SHEET_HORIZONS = (1, 4, 16, 64)
@@ -144,7 +144,61 @@ def evaluate(
 ) -> dict:
     """The report (also written to OUT/report.json). `sheet_out`, when given, receives the contact sheet's
     frames of the first rollout: {horizon: (real, dream, scene edge corr)}."""
-    t_start = time.time()
+    clock = _Clock()
+    run = load(args)
+    clock.lap("load")
+    probe, probe_info = place_probe(args, run)
+    clock.lap("probe")
+    tf = teacher_forced(args, run)
+    clock.lap("teacher_forced")
+    ro = rollouts(args, run, probe)
+    clock.lap("rollouts")
+    one_step = motion_one_step(args, run)
+    clock.lap("motion")
+    control, stability = _no_engine(args), _no_engine(args)
+    if engine_factory is not None:
+        engines = open_engines(run.held, engine_factory)
+        control = engine_control(args, run, probe, engines)
+        clock.lap("control")
+        stability = long_run_stability(args, run, engines, tf.floor_edge_corr)
+        if args.stability_frames:
+            clock.lap("stability")
+    return write_report(args, run, tf, ro, probe_info, one_step, control, stability, clock, sheet_out)
+
+
+class _Clock:
+    """Seconds each block took, for the report's timing_s."""
+
+    def __init__(self):
+        self.start = self.last = time.time()
+        self.timing: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.timing[name] = round(now - self.last, 1)
+        self.last = now
+
+
+@dataclass
+class Run:
+    """What the blocks read: the checkpoint, the data it is judged on, its held-out play, the dreamer."""
+
+    ck: WorldModelCheckpoint
+    ds: Dataset
+    probe_ds: Dataset  # whose training split trains the place probe
+    train_refs: list[EpisodeRef]
+    held: HeldOut
+    dreamer: Dreamer
+    steps: int  # sampling steps
+    out: Path
+
+    @property
+    def fps(self) -> float:
+        return 35.0 / self.ds.manifest.frame_skip
+
+
+def load(args: EvalArgs) -> Run:
+    """The checkpoint and the held-out episodes it is judged on, each dataset checked to be of its world."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ck = load_world_model(args.ckpt, device)
     ds = Dataset(args.data)
@@ -162,31 +216,32 @@ def evaluate(
     steps = args.steps or ck.diffusion.sampling_steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    timing: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.time()
-        timing[name] = round(now - since, 1)
-        return now
-
     held = load_heldout(ds, held_refs, train_refs, ck, device, args.episodes)
-    t = lap("load", t_start)
-    dreamer = Dreamer(ck, device, steps)
-    k = ck.dit_cfg.context_len
+    return Run(ck, ds, probe_ds, train_refs, held, Dreamer(ck, device, steps), steps, out)
 
-    probe, probe_info = None, {"skipped": "--no-probe"}
-    if args.probe:
-        probe_train = probe_ds.split(ck.train.heldout_fraction)[0] if args.probe_data else train_refs
-        if probe_train:
-            cfg = ProbeConfig(steps=args.probe_steps) if args.probe_steps else ProbeConfig()
-            probe, probe_info = get_probe(probe_ds, probe_train, cfg)
-        else:
-            probe_info = {
-                "skipped": "no training episodes to fit it on (give --probe-data with --all-episodes)"
-            }
-    t = lap("probe", t)
 
-    # Teacher-forced: one step from real frames, under the recorded and the opposite current action.
+def place_probe(args: EvalArgs, run: Run) -> tuple[PlaceProbe | None, dict]:
+    """The place probe trained (or found cached) on real training frames, and what its training reports."""
+    if not args.probe:
+        return None, {"skipped": "--no-probe"}
+    probe_train = run.probe_ds.split(run.ck.train.heldout_fraction)[0] if args.probe_data else run.train_refs
+    if not probe_train:
+        return None, {"skipped": "no training episodes to fit it on (give --probe-data with --all-episodes)"}
+    cfg = ProbeConfig(steps=args.probe_steps) if args.probe_steps else ProbeConfig()
+    return get_probe(run.probe_ds, probe_train, cfg)
+
+
+@dataclass
+class TeacherForced:
+    view: dict  # report.json's view.teacher_forced
+    status_bar: dict  # status_bar.teacher_forced
+    action_swap: dict
+    floor_edge_corr: float  # an unrelated real frame's scene edge corr, the floor stability is judged against
+
+
+def teacher_forced(args: EvalArgs, run: Run) -> TeacherForced:
+    """One step from real frames, under the recorded and the opposite current action."""
+    held, dreamer, k = run.held, run.dreamer, run.ck.dit_cfg.context_len
     windows = held.windows
     which = torch.linspace(0, len(windows) - 1, min(args.transitions, len(windows))).round().long().unique()
     sc = _Scores()
@@ -197,7 +252,7 @@ def evaluate(
         real, prev = held.frames[idx], held.frames[idx - 1]
         pred = dreamer.decode(dreamer.predict(context, acts, args.seed + i))
         swapped = acts.clone()
-        swapped[:, k] = opposite_actions(acts[:, k], ds.action_spec)
+        swapped[:, k] = opposite_actions(acts[:, k], run.ds.action_spec)
         pred_swap = dreamer.decode(dreamer.predict(context, swapped, args.seed + i))
         recon = dreamer.decode(held.latents_at(idx))
         floor = held.other_episode_frames(idx) if held.has_floor else None
@@ -207,9 +262,36 @@ def evaluate(
         rs = sharpness(view(real))
         sc.add("tf/sharpness/model", sharpness(view(pred)) / rs)
         sc.add("tf/sharpness/ceiling", sharpness(view(recon)) / rs)
-    t = lap("teacher_forced", t)
+    return TeacherForced(
+        view={
+            "transitions": int(len(which)),
+            **{
+                m: {**_table(sc, "tf/", m), "opposite_action": sc.mean(f"tf/{m}/swap")}
+                for m in ("edge_corr", "psnr", "ssim")
+            },
+            "sharpness": {"model": sc.mean("tf/sharpness/model"), "ceiling": sc.mean("tf/sharpness/ceiling")},
+        },
+        status_bar={"psnr": _table(sc, "tf/", "bar_psnr")},
+        action_swap={
+            "edge_corr_delta": sc.mean("tf/edge_corr/model") - sc.mean("tf/edge_corr/swap"),
+            "psnr_delta_db": sc.mean("tf/psnr/model") - sc.mean("tf/psnr/swap"),
+        },
+        floor_edge_corr=float(sc.mean("tf/edge_corr/floor")),
+    )
 
-    # Rollouts: the dream feeds on itself under the recorded actions, from real context.
+
+@dataclass
+class Rollouts:
+    view: dict  # report.json's view.rollout
+    status_bar: dict  # status_bar.rollout
+    probe_errors: dict  # {horizon: {who: (position errors, angle errors)}}, empty with no probe
+    video: list[np.ndarray]  # real | dream, side by side, of the first rollouts
+    sheet: dict  # {horizon: (real, dream, scene edge corr)} of the first rollout
+
+
+def rollouts(args: EvalArgs, run: Run, probe: PlaceProbe | None) -> Rollouts:
+    """The dream feeds on itself under the recorded actions, from real context."""
+    held, dreamer, k = run.held, run.dreamer, run.ck.dit_cfg.context_len
     horizon = min(args.horizon, max(held.lengths) - 1)
     long_eps = [e for e, n in enumerate(held.lengths) if n > horizon]
     per_ep = -(-args.rollouts // len(long_eps))
@@ -246,119 +328,144 @@ def evaluate(
                 who: probe.errors(frames, truth)
                 for who, frames in (("model", gen), ("real", real), ("copy_last", first_real))
             }
-    t = lap("rollouts", t)
+    return Rollouts(
+        view={
+            "rollouts": len(starts_r),
+            "horizon": horizon,
+            **{m: {str(h): _table(rsc, f"{h}/", m) for h in hs} for m in ("edge_corr", "psnr", "ssim")},
+            "edge_corr_curve": [float(x) for x in np.stack(rsc.values["curve"]).mean(1)],
+        },
+        status_bar={"psnr": {str(h): _table(rsc, f"{h}/", "bar_psnr") for h in hs}},
+        probe_errors=probe_err,
+        video=video,
+        sheet=sheet,
+    )
 
-    # Control by image motion one step ahead: needs no engine (world_model/control.py).
-    if args.motion_starts:
-        pick = (
-            torch.linspace(0, len(windows) - 1, min(args.motion_starts, len(windows))).round().long().unique()
-        )
-        one_step = evaluate_motion_one_step(
-            dreamer, held, windows.targets[pick], ds.action_spec, args.seed + 30_000, args.batch
-        )
-    else:
-        one_step = {"skipped": "--motion-starts 0"}
-    t = lap("motion", t)
 
-    view_floor = sc.mean("tf/edge_corr/floor")  # an unrelated real frame, over the whole of the episodes
-    fps = 35.0 / ds.manifest.frame_skip
-    control: dict = {
+def motion_one_step(args: EvalArgs, run: Run) -> dict:
+    """Control by image motion one step ahead: needs no engine (control.py)."""
+    if not args.motion_starts:
+        return {"skipped": "--motion-starts 0"}
+    windows = run.held.windows
+    pick = torch.linspace(0, len(windows) - 1, min(args.motion_starts, len(windows))).round().long().unique()
+    return evaluate_motion_one_step(
+        run.dreamer, run.held, windows.targets[pick], run.ds.action_spec, args.seed + 30_000, args.batch
+    )
+
+
+def _no_engine(args: EvalArgs) -> dict:
+    return {
         "skipped": "--no-engine" if not args.engine else "no engine (the dreamdoom command gives wm eval one)"
     }
-    stability: dict = dict(control)
-    if engine_factory is not None:
-        engines = {}
-        for e, (meta, manifest) in enumerate(zip(held.metas, held.manifests)):
-            engine = engine_factory(meta, manifest)
-            if engine is not None:
-                engines[e] = engine
-        control = _guarded(
-            "control",
-            lambda: evaluate_control(
-                dreamer, held, probe, engines, ds.action_spec, args.control_cases, args.seed, motion=True
-            ),
-        )
-        t = lap("control", t)
-        if args.stability_frames:
-            stability = _guarded(
-                "stability",
-                lambda: evaluate_stability(
-                    dreamer,
-                    held,
-                    engines,
-                    ds.action_spec,
-                    args.stability_frames,
-                    float(view_floor),
-                    fps,
-                    args.seed + 20_000,
-                    hold_meter(ck, held, dreamer),
-                ),
-            )
-            t = lap("stability", t)
-        else:
-            stability = {"skipped": "--stability-frames 0"}
+
+
+def open_engines(held: HeldOut, engine_factory: EngineFactory) -> dict[int, ReplayEngine]:
+    """A replay engine for each held-out episode the factory can replay, by episode."""
+    engines = {}
+    for e, (meta, manifest) in enumerate(zip(held.metas, held.manifests)):
+        engine = engine_factory(meta, manifest)
+        if engine is not None:
+            engines[e] = engine
+    return engines
+
+
+def engine_control(
+    args: EvalArgs, run: Run, probe: PlaceProbe | None, engines: dict[int, ReplayEngine]
+) -> dict:
+    """Control against the real engine: the dream and the engine fed the recorded and the counterfactual
+    actions from the same start."""
+    return _guarded(
+        "control",
+        lambda: evaluate_control(
+            run.dreamer,
+            run.held,
+            probe,
+            engines,
+            run.ds.action_spec,
+            args.control_cases,
+            args.seed,
+            motion=True,
+        ),
+    )
+
+
+def long_run_stability(args: EvalArgs, run: Run, engines: dict[int, ReplayEngine], floor: float) -> dict:
+    """The long dream run beside the engine, judged against the floor (an unrelated real frame)."""
+    if not args.stability_frames:
+        return {"skipped": "--stability-frames 0"}
+    return _guarded(
+        "stability",
+        lambda: evaluate_stability(
+            run.dreamer,
+            run.held,
+            engines,
+            run.ds.action_spec,
+            args.stability_frames,
+            floor,
+            run.fps,
+            args.seed + 20_000,
+            hold_meter(run.ck, run.held, run.dreamer),
+        ),
+    )
+
+
+def write_report(
+    args: EvalArgs,
+    run: Run,
+    tf: TeacherForced,
+    ro: Rollouts,
+    probe_info: dict,
+    one_step: dict,
+    control: dict,
+    stability: dict,
+    clock: _Clock,
+    sheet_out: dict | None = None,
+) -> dict:
+    """The blocks as report.json, with the side-by-side video and the contact sheet beside it."""
     samples = stability.pop("_samples", [])
     turn_rows = control.pop("_turn_rows", [])
     over_cases = control.pop("motion", None) or {"skipped": control.get("skipped") or control.get("failed")}
     control["motion"] = {"one_step": one_step, "cases": over_cases}
 
-    video_path = out / ("side_by_side.gif" if video_backend() == "gif" else "side_by_side.mp4")
-    write_video(video, video_path.with_suffix(".mp4"), fps=fps, scale=2)  # a .gif where no mp4 encoder
-    sheet_path = out / "contact_sheet.png"
+    frames = run.held.frames
+    video_path = run.out / ("side_by_side.gif" if video_backend() == "gif" else "side_by_side.mp4")
+    write_video(ro.video, video_path.with_suffix(".mp4"), fps=run.fps, scale=2)  # a .gif where no mp4 encoder
+    sheet_path = run.out / "contact_sheet.png"
     report = {
         "checkpoint": str(args.ckpt),
-        "step": ck.step,
+        "step": run.ck.step,
         "data": str(args.data),
-        "sampling_steps": steps,
-        "heldout_episodes": len(held.starts),
-        "heldout_frames": int(len(held.frames)),
+        "sampling_steps": run.steps,
+        "heldout_episodes": len(run.held.starts),
+        "heldout_frames": int(len(frames)),
         "view": {
-            "rows": [0, view(held.frames[:1]).shape[1]],
-            "weapon_box": _weapon_box(*held.frames.shape[1:3]),
-            "teacher_forced": {
-                "transitions": int(len(which)),
-                **{
-                    m: {**_table(sc, "tf/", m), "opposite_action": sc.mean(f"tf/{m}/swap")}
-                    for m in ("edge_corr", "psnr", "ssim")
-                },
-                "sharpness": {
-                    "model": sc.mean("tf/sharpness/model"),
-                    "ceiling": sc.mean("tf/sharpness/ceiling"),
-                },
-            },
-            "rollout": {
-                "rollouts": len(starts_r),
-                "horizon": horizon,
-                **{m: {str(h): _table(rsc, f"{h}/", m) for h in hs} for m in ("edge_corr", "psnr", "ssim")},
-                "edge_corr_curve": [float(x) for x in np.stack(rsc.values["curve"]).mean(1)],
-            },
+            "rows": [0, view(frames[:1]).shape[1]],
+            "weapon_box": _weapon_box(*frames.shape[1:3]),
+            "teacher_forced": tf.view,
+            "rollout": ro.view,
         },
         "status_bar": {
-            "rows": [
-                int(held.frames.shape[1] - status_bar(held.frames[:1]).shape[1]),
-                int(held.frames.shape[1]),
-            ],
-            "teacher_forced": {"psnr": _table(sc, "tf/", "bar_psnr")},
-            "rollout": {"psnr": {str(h): _table(rsc, f"{h}/", "bar_psnr") for h in hs}},
+            "rows": [int(frames.shape[1] - status_bar(frames[:1]).shape[1]), int(frames.shape[1])],
+            "teacher_forced": tf.status_bar,
+            "rollout": ro.status_bar,
         },
-        "action_swap": {
-            "edge_corr_delta": sc.mean("tf/edge_corr/model") - sc.mean("tf/edge_corr/swap"),
-            "psnr_delta_db": sc.mean("tf/psnr/model") - sc.mean("tf/psnr/swap"),
-        },
-        "probe": _probe_block(probe_info, probe_err),
+        "action_swap": tf.action_swap,
+        "probe": _probe_block(probe_info, ro.probe_errors),
         "control": control,
         "stability": stability,
         "video": str(video_path),
         "contact_sheet": str(sheet_path),
-        "timing_s": timing,
+        "timing_s": clock.timing,
     }
     write_contact_sheet(
-        report, sheet, samples, sheet_path, [h for h in SHEET_HORIZONS if h in sheet], turns=turn_rows
+        report, ro.sheet, samples, sheet_path, [h for h in SHEET_HORIZONS if h in ro.sheet], turns=turn_rows
     )
     if sheet_out is not None:
-        sheet_out.update(sheet)
-    report["seconds"] = round(time.time() - t_start, 1)
-    write_atomic(out / "report.json", json.dumps(report, indent=2).encode())  # last: marks the report whole
+        sheet_out.update(ro.sheet)
+    report["seconds"] = round(time.time() - clock.start, 1)
+    write_atomic(
+        run.out / "report.json", json.dumps(report, indent=2).encode()
+    )  # last: marks the report whole
     return report
 
 

@@ -10,10 +10,10 @@ import torch
 
 from data.dataset import Dataset, DatasetError, EpisodeRef, Manifest
 from data.windows import LatentWindows
-from world_model.autoencoder import to_tensor, to_uint8
-from world_model.capture import autocast_for
-from world_model.checkpoint import WorldModelCheckpoint
-from world_model.probe import PLACE_VARIABLES
+from world_model.evaluation.probe import PLACE_VARIABLES
+from world_model.model.autoencoder import to_tensor, to_uint8
+from world_model.model.capture import autocast_for
+from world_model.model.checkpoint import WorldModelCheckpoint
 
 
 class Dreamer:

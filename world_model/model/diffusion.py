@@ -14,7 +14,7 @@ Sampling is deterministic DDIM (Song et al. 2021) from t = 1 (or EPS_T_MAX) to 0
        Karras sigmas at sampling (DIAMOND: stable at 1 to 3 steps).
 
 Around every parameterisation: the target is optionally the change from the last context latent
-(`residual`; with `ego_warp`, from that latent turned by the player's turn, world_model/egomotion.py),
+(`residual`; with `ego_warp`, from that latent turned by the player's turn, world_model/model/egomotion.py),
 the context is noised at a random bucket level in training (GameNGen sec. 3.2.1), and
 classifier-free guidance drops the past frames (actions kept), telling the model the `dropped_bucket`.
 With `base_input` (DiTConfig) the last latent, turned, is also an input of the network.
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from data.actions import ActionSpec
-from world_model.config import DiffusionConfig
-from world_model.egomotion import TurnWarp
+from world_model.model.config import DiffusionConfig
+from world_model.model.egomotion import TurnWarp
 
 # eps-prediction's x_0 estimate divides by alpha: starting at alpha(0.97) = 0.047 bounds the error's
 # amplification to about 21x at the first sampling step.

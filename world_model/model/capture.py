@@ -21,9 +21,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from world_model.autoencoder import Autoencoder, to_uint8
-from world_model.diffusion import Diffusion
-from world_model.dit import DiT
+from world_model.model.autoencoder import Autoencoder, to_uint8
+from world_model.model.diffusion import Diffusion
+from world_model.model.dit import DiT
 
 WARMUP_RUNS = 3  # eager runs on a side stream before capture, as in the PyTorch CUDA Graphs example
 

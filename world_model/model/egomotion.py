@@ -5,7 +5,7 @@ next view is the last one remapped: the point seen at angle phi' from the new he
 phi = phi' + theta from the old one (theta > 0 turns right, VizDoom's sign), at column u = f tan(phi),
 and at a height from the horizon scaled by cos(phi') / cos(phi) (its depth along the view direction
 changes). With a 90-degree horizontal field of view, f is half the frame's width. The status bar and the
-weapon sprite do not turn, so the remap is blended in on the scene only (world_model/metrics.py's mask).
+weapon sprite do not turn, so the remap is blended in on the scene only (data/frame_layout.py's mask).
 
 It is one grid per turn bin, made once for a world (frame size, frame_skip, turn rates) and the latent
 grid, and applied with `grid_sample` to latents (or, at the frame's own size, to frames). It is a help,
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from data.actions import ActionSpec
-from world_model.metrics import scene_mask, view_rows
+from data.frame_layout import scene_mask, view_rows
 
 HFOV_DEGREES = 90.0  # Doom's horizontal field of view at 4:3
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from data.dataset import Dataset, EpisodeRef
 from data.durable import write_with
-from world_model.metrics import view_rows
+from data.frame_layout import view_rows
 
 PROBE_VERSION = 1
 PLACE_VARIABLES = ("POSITION_X", "POSITION_Y", "ANGLE")

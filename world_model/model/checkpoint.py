@@ -9,19 +9,17 @@ was trained with too, so one folder is all `WorldModelEnv.from_checkpoint` needs
     dit_ema.safetensors      its exponential moving average (used for play and evaluation)
     optimizer.pt             AdamW state (resume only)
 
-A save writes the new copy to the sibling `.NAME.tmp`, config.json last (it lists every file with its
-size and SHA-256, so its presence marks the copy complete), fsyncs it, moves the old copy to `.NAME.old`,
-renames the new one into place and deletes the old. A kill between any two of these steps leaves at least
-one complete copy; `find_checkpoint` picks the newest and `recover` puts it back in place, so loading and
-`--resume` work whatever moment the kill hit. A save never replaces a folder that is not a checkpoint of
-its own kind, and `check_out` refuses, before any work, an `--out` that would.
+A save is written whole by data/durable.py's `FolderStore`, config.json last (it lists every file with its
+size and SHA-256, so its presence marks the copy complete); `find_checkpoint` picks the newest complete
+copy a kill left and `recover` puts it back in place, so loading and `--resume` work whatever moment the
+kill hit. A save never replaces a folder that is not a checkpoint of its own kind, and `check_out`
+refuses, before any work, an `--out` that would.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -33,10 +31,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data.actions import DEFAULT_ACTIONS, ActionContractError, ActionSpec
-from data.durable import fsync_dir, fsync_file, sha256_of, write_atomic
+from data.durable import FolderStore
 from data.world import World, WorldMismatch
-from world_model.autoencoder import Autoencoder
-from world_model.config import (
+from world_model.model.autoencoder import Autoencoder
+from world_model.model.config import (
     AEConfig,
     ConfigError,
     DiffusionConfig,
@@ -46,10 +44,11 @@ from world_model.config import (
     apply_overrides,
     from_dict,
     get_preset,
+    parse_override,
     to_dict,
 )
-from world_model.diffusion import Diffusion
-from world_model.dit import DiT
+from world_model.model.diffusion import Diffusion
+from world_model.model.dit import DiT
 
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
@@ -66,17 +65,9 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def _check_file(path: Path, config: dict) -> None:
     """The file's size and SHA-256 must be those config.json recorded (checkpoints from before these
     records are loaded unchecked)."""
-    record = config.get("files", {}).get(path.name)
-    if record is None:
-        return
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise CheckpointError(f"{path}: missing or unreadable ({e})") from e
-    if size != record.get("bytes") or sha256_of(path) != record.get("sha256"):
-        raise CheckpointError(
-            f"{path}: checksum mismatch with {CONFIG_NAME}; the file is damaged or was replaced"
-        )
+    error = STORE.file_error(path, config)
+    if error is not None:
+        raise CheckpointError(f"{path}: {error}")
 
 
 def _load_into(module: torch.nn.Module, path: Path, config: dict) -> None:
@@ -136,81 +127,37 @@ def read_config(folder: str | Path, kind: str | None = None) -> dict:
     return cfg
 
 
-# --- the swap, and finding what a kill left --------------------------------------------------------------
+# --- its copies, written whole by data/durable.py's FolderStore, and found again after a kill ------------
 
 
-def _copies(folder: Path) -> list[Path]:
-    """Where a copy of checkpoint `folder` can be: in place, new beside it, old beside it."""
-    return [folder, folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")]
+def _ours(folder: Path, config: dict) -> bool:
+    """A config.json of this format; one written before file records is complete if its weights are there."""
+    return config.get("format_version") == FORMAT_VERSION and (
+        "files" in config or any(folder.glob("*.safetensors"))
+    )
 
 
-def _complete(folder: Path) -> dict | None:
-    """config.json of a complete checkpoint folder, None for anything else. config.json is written last
-    and lists every file with its size: all present at that size is complete (checksums are checked on
-    load, where the bytes are read anyway)."""
-    try:
-        cfg = _read_json(folder / CONFIG_NAME)
-        if cfg.get("format_version") != FORMAT_VERSION:
-            return None
-        files = cfg.get("files")
-        if files is None:  # written before file records: complete if its weights are there
-            return cfg if any(folder.glob("*.safetensors")) else None
-        if all((folder / name).stat().st_size == rec["bytes"] for name, rec in files.items()):
-            return cfg
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        pass
-    return None
+STORE = FolderStore(CONFIG_NAME, accept=_ours, rank=lambda config: int(config.get("step", 0)))
 
 
 def find_checkpoint(folder: str | Path) -> Path | None:
     """The newest complete copy of checkpoint `folder` (by step; in place wins a tie), whatever moment of
     a save a kill interrupted; None if there is none."""
-    best: tuple[int, Path] | None = None
-    for copy in _copies(Path(folder)):
-        cfg = _complete(copy)
-        if cfg is not None and (best is None or int(cfg.get("step", 0)) > best[0]):
-            best = (int(cfg.get("step", 0)), copy)
-    return best[1] if best else None
-
-
-def _remove(folder: Path) -> None:
-    """Delete a checkpoint copy, config.json first: a copy half deleted is never mistaken for complete."""
-    if folder.is_dir():
-        (folder / CONFIG_NAME).unlink(missing_ok=True)
-        shutil.rmtree(folder)
-
-
-def _rename(src: Path, dst: Path) -> None:
-    src.rename(dst)
-    fsync_dir(dst.parent)
+    return STORE.find(folder)
 
 
 def recover(folder: str | Path) -> Path | None:
     """Put the newest complete copy of `folder` in place after a save was cut short, and clear the other
     copies; returns `folder`, or None when there is no complete copy. Only the writer may call this."""
-    folder = Path(folder)
-    best = find_checkpoint(folder)
-    if best is None:
-        return None
-    spare = [c for c in _copies(folder)[1:] if c != best]
-    for copy in spare:
-        _remove(copy)
-    if best != folder:
-        if folder.exists():
-            _rename(folder, spare[0])
-        _rename(best, folder)
-        _remove(spare[0])
-    return folder
+    return STORE.recover(folder)
 
 
 def _save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     save_file(state, str(path))
-    fsync_file(path)
 
 
 def _save_object(path: Path, obj: object) -> None:
     torch.save(obj, path)
-    fsync_file(path)
 
 
 def _refuse_foreign(folder: Path, kind: str) -> None:
@@ -222,7 +169,7 @@ def _refuse_foreign(folder: Path, kind: str) -> None:
     if not folder.is_dir() or not any(folder.iterdir()):
         return
     found = find_checkpoint(folder)
-    cfg = _complete(found) if found else None
+    cfg = STORE.complete(found) if found else None
     if cfg is None:
         raise CheckpointError(f"{folder}: not empty and not a checkpoint; refusing to replace it")
     if cfg.get("kind") != kind:
@@ -239,21 +186,14 @@ def _write_folder(
 ) -> None:
     folder = Path(folder)
     _refuse_foreign(folder, config["kind"])
-    recover(folder)  # finish a swap a kill cut short, so the copies cleared below are never the newest
-    tmp, old = _copies(folder)[1:]
-    _remove(tmp)
-    tmp.mkdir(parents=True)
-    for name, state in tensors.items():
-        _save_tensors(tmp / f"{name}.safetensors", state)
-    for name, obj in (extra or {}).items():
-        _save_object(tmp / name, obj)
-    files = sorted(p for p in tmp.iterdir())
-    config = {**config, "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}}
-    write_atomic(tmp / CONFIG_NAME, json.dumps(config, indent=2).encode())  # last: marks the copy complete
-    if folder.exists():
-        _rename(folder, old)
-    _rename(tmp, folder)
-    _remove(old)
+
+    def write_files(tmp: Path) -> None:
+        for name, state in tensors.items():
+            _save_tensors(tmp / f"{name}.safetensors", state)
+        for name, obj in (extra or {}).items():
+            _save_object(tmp / name, obj)
+
+    STORE.write(folder, config, write_files)
 
 
 def check_out(
@@ -266,7 +206,7 @@ def check_out(
     _refuse_foreign(folder, kind)
     found = find_checkpoint(folder)
     if found is not None and not replace:
-        step = (_complete(found) or {}).get("step")
+        step = (STORE.complete(found) or {}).get("step")
         at = f" (step {step})" if step is not None else ""
         raise CheckpointError(
             f"{folder}: already holds a '{kind}' checkpoint{at}; pass {how_to_replace} to replace it, "
@@ -500,6 +440,14 @@ def check_data_fits(
         )
 
 
+# The DiT fields dit_config_for fits to the autoencoder and the action contract: a recipe cannot set them.
+FITTED = {
+    "latent_channels": "the autoencoder",
+    "latent_size": "the autoencoder",
+    "action_sizes": "the data's action contract",
+}
+
+
 def dit_config_for(
     preset_dit: DiTConfig, ae: Autoencoder | AEConfig, resolution: tuple[int, int], action_spec: ActionSpec
 ) -> DiTConfig:
@@ -540,6 +488,13 @@ def recipe_for(preset: str, items: tuple[str, ...], ae_folder: str | Path, optio
         base = replace(base, dit=dit_config_for(base.dit, ae, resolution, spec))
     except ConfigError as e:
         raise e.at(f"--preset {preset} on the autoencoder {ae_folder}") from None
+    for item in items:
+        section, name, _ = parse_override(item, option)
+        if section == "dit" and name in FITTED:
+            raise ConfigError(
+                f"{option} {item!r}: dit.{name} is not a recipe value; {FITTED[name]} decides it: "
+                f"{getattr(base.dit, name)} with the autoencoder {ae_folder}"
+            )
     return apply_overrides(base, items, option)
 
 

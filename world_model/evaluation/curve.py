@@ -5,16 +5,17 @@ dozen points costs less than one `wm eval`:
 - structure: the scene's edge correlation with the real next frame under the recorded action, beside
   copy-last (the real last frame) and the ceiling (the autoencoder's reconstruction of the next frame);
 - turn response: from each start, one step under "turn fast right" and one under "turn fast left", nothing
-  else pressed; the dream's view motion from the real last frame (world_model/motion.py) right minus left,
-  over the engine's (its recorded fast turns in the same held-out play, nothing else pressed: median right
-  minus median left) is the turn gain, and the share of starts whose right minus left has the engine's sign
-  (by more than control.MIN_PX) is the right-way share, both by control.motion_figures as in `wm eval`;
+  else pressed; the dream's view motion from the real last frame (world_model/evaluation/motion.py) right
+  minus left, over the engine's (its recorded fast turns in the same held-out play, nothing else pressed:
+  median right minus median left) is the turn gain, and the share of starts whose right minus left has the
+  engine's sign (by more than control.MIN_PX) is the right-way share, both by control.motion_figures as in
+  `wm eval`;
 - rollouts: from real starts, the dream feeds on itself under the recorded actions; the scene's edge
   correlation 16 and 64 frames on, beside copy-last (the real start frame);
 - hold, where an engine is given (`dreamdoom wm curve` gives one): a short stability run beside the engine
   (`--stability-frames`, 500 by default), its share of frames above the floor and when it first falls to
-  the floor for a whole second, and its no-reference hold (world_model/hold.py): the share of seconds
-  that are a picture of the world.
+  the floor for a whole second, and its no-reference hold (world_model/evaluation/hold.py): the share of
+  seconds that are a picture of the world.
 A lever is picked by its rollout and hold curves, not by one step.
 """
 
@@ -30,18 +31,18 @@ import torch
 from data.cli_args import MAX_SEED, UsageError, arg
 from data.dataset import Dataset
 from data.durable import write_atomic
-from world_model.checkpoint import WorldModelCheckpoint, load_world_model
-from world_model.control import (
+from world_model.evaluation.control import (
     EngineFactory,
     engine_turn_motion,
     evaluate_stability,
     motion_figures,
     turn_response,
 )
-from world_model.hold import hold_meter
-from world_model.metrics import scene_edge_corr
-from world_model.motion import view_shift
-from world_model.rollout import Dreamer, HeldOut, load_heldout
+from world_model.evaluation.hold import hold_meter
+from world_model.evaluation.metrics import scene_edge_corr
+from world_model.evaluation.motion import view_shift
+from world_model.evaluation.rollout import Dreamer, HeldOut, load_heldout
+from world_model.model.checkpoint import WorldModelCheckpoint, load_world_model
 
 CURVE_HORIZONS = (16, 64)  # rollout horizons each snapshot is scored at (fewer where episodes are short)
 

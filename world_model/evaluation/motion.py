@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from world_model.metrics import GREY, WEAPON_ROWS, scene_mask, view_rows
+from data.frame_layout import WEAPON_ROWS, scene_mask, view_rows
+from world_model.evaluation.metrics import GREY
 
 MAX_SHIFT = 40  # px; a fast turn (7 degrees a tic, 2 tics) moves a 160-wide view about 19 px
 BAND_ROWS = 1 / 20  # height of a band of rows, as a fraction of the frame (6 rows at 120)

@@ -10,7 +10,7 @@ inputs than the player's. world_model never imports the engine; the caller passe
   when the dream follows the player. Counterfactual fidelity = dream (b) against engine (b). Turn sign:
   does the place probe see the dream turn the way the engine turned?
 - control by image motion: how far the view moves sideways from one frame to the next
-  (world_model/motion.py), in the dream beside the engine. It reads a turn in every world, including the
+  (motion.py), in the dream beside the engine. It reads a turn in every world, including the
   round arena whose uniform wall leaves the place probe unable to read the angle. One step ahead from real
   starts and over the 16-step cases: the dream's motion against the engine's under the recorded actions
   (their correlation, and how often the dream moves the engine's way), and under forced fast right and
@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from data.actions import ActionSpec
 from data.dataset import Manifest
-from world_model.hold import HoldMeter
-from world_model.metrics import scene_edge_corr
-from world_model.motion import view_shift
-from world_model.probe import PlaceProbe, angle_diff
-from world_model.rollout import Dreamer, HeldOut
+from world_model.evaluation.hold import HoldMeter
+from world_model.evaluation.metrics import scene_edge_corr
+from world_model.evaluation.motion import view_shift
+from world_model.evaluation.probe import PlaceProbe, angle_diff
+from world_model.evaluation.rollout import Dreamer, HeldOut
 
 CONTROL_STEPS = 16
 TURN_THRESHOLD_DEG = 10.0  # engine turns smaller than this have no sign worth checking
@@ -447,7 +447,7 @@ def evaluate_stability(
     hold: HoldMeter | None = None,
 ) -> dict:
     """A `frames`-long dream from the first context of an episode with an engine, beside the engine; with
-    `hold`, also judged per second with no reference (world_model/hold.py)."""
+    `hold`, also judged per second with no reference (world_model/evaluation/hold.py)."""
     if not engines:
         return {"skipped": "no held-out episode with a known seed to start the engine from"}
     e = next(iter(engines))

@@ -3,7 +3,7 @@
 It holds the rolling context: the latents of the last K frames and, for each, the action that led
 into it. `step(action)` samples the next latent in a few diffusion steps, decodes it, and rolls the
 context forward. Buffers are preallocated; a step allocates nothing that grows. The sampler and the
-decoder run in world_model/capture.py, as CUDA graphs on CUDA unless capture is turned off.
+decoder run in world_model/model/capture.py, as CUDA graphs on CUDA unless capture is turned off.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 
 from data.actions import DEFAULT_ACTIONS, ActionSpec
 from data.windows import window_indices
-from world_model.autoencoder import to_tensor
-from world_model.capture import PlayStep, autocast_for
-from world_model.checkpoint import WorldModelCheckpoint, load_world_model
-from world_model.config import MAX_SAMPLING_STEPS
+from world_model.model.autoencoder import to_tensor
+from world_model.model.capture import PlayStep, autocast_for
+from world_model.model.checkpoint import WorldModelCheckpoint, load_world_model
+from world_model.model.config import MAX_SAMPLING_STEPS
 
 
 class WorldModelEnv:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from world_model.env import WorldModelEnv
+from world_model.model.env import WorldModelEnv
 
 WARMUP_STEPS = 5
 

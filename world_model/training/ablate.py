@@ -6,7 +6,7 @@ engine cases. One table (table.md, table.json) and one picture (sheet.png: real 
 horizons 1, 4, 16, 64 of the same rollout) come out, rewritten after each variant so that an interrupted
 run keeps what it finished; run again, it skips the variants whose evaluation is already written. With
 --curve-every, each variant keeps its model every so many steps, and the learning curves of all of them
-(world_model/curve.py: one-step structure and turn response against samples) are drawn at the end.
+(world_model/evaluation/curve.py: one-step structure and turn response against samples) are drawn at the end.
 
 A variant is NAME or NAME:SECTION.FIELD=VALUE,SECTION.FIELD=VALUE, the items being `wm train --set`'s.
 """
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from data.cli_args import MAX_SEED, UsageError, arg
-from world_model.config import PRESETS
+from data.durable import write_atomic, write_with
+from world_model.model.config import PRESETS
 
 SHEET_HORIZONS = (1, 4, 16, 64)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -64,7 +65,7 @@ class AblateArgs:
 def parse_variants(items: tuple[str, ...], preset: str, ae: str) -> list[tuple[str, tuple[str, ...]]]:
     """[(name, overrides)], each override checked now against the preset on autoencoder `ae`'s latent grid,
     before any training."""
-    from world_model.checkpoint import recipe_for
+    from world_model.model.checkpoint import recipe_for
 
     out, seen = [], set()
     for item in items:
@@ -193,7 +194,7 @@ def write_sheet(frames: dict[str, dict], path: Path) -> None:
             text = (f"{name} " if c == 0 else "") + f"h={h}" + (f" ec {scores[h]:.2f}" if h in scores else "")
             draw.text((c * (w0 + 2) + 2, y + 1), text, fill=(255, 255, 255))
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, optimize=True)
+    write_with(path, lambda tmp: canvas.save(tmp, optimize=True))
 
 
 def save_sheet_frames(sheet: dict, path: Path) -> None:
@@ -201,7 +202,7 @@ def save_sheet_frames(sheet: dict, path: Path) -> None:
     arrays = {}
     for h, (real, gen, score) in sheet.items():
         arrays[f"real_{h}"], arrays[f"dream_{h}"], arrays[f"score_{h}"] = real, gen, np.float64(score)
-    np.savez_compressed(path, **arrays)
+    write_with(path, lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 def load_sheet_frames(path: Path) -> dict:
@@ -213,16 +214,16 @@ def load_sheet_frames(path: Path) -> dict:
 
 
 def write_results(out: Path, rows: list[dict], frames: dict[str, dict], a: AblateArgs) -> None:
-    """table.json, table.md and sheet.png of the variants so far."""
-    (out / "table.json").write_text(json.dumps(rows, indent=2))
-    (out / "table.md").write_text(format_table(rows, a.minutes, a.preset))
+    """table.json, table.md and sheet.png of the variants so far, each whole or not at all."""
+    write_atomic(out / "table.json", json.dumps(rows, indent=2).encode())
+    write_atomic(out / "table.md", format_table(rows, a.minutes, a.preset).encode())
     write_sheet(frames, out / "sheet.png")
 
 
 def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
-    from world_model.bench import bench
-    from world_model.evaluate import EvalArgs, evaluate
-    from world_model.train import UNBOUNDED_STEPS, TrainArgs, train
+    from world_model.evaluation.bench import bench
+    from world_model.evaluation.evaluate import EvalArgs, evaluate
+    from world_model.training.train import UNBOUNDED_STEPS, TrainArgs, train
 
     variants = parse_variants(a.variant, a.preset, a.ae)
     out = Path(a.out)
@@ -293,11 +294,12 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
         speed = {"ms": s["median_ms"], "fps": s["fps"]}
         row = row_of(name, overrides, report, trained, speed)
         rows.append(row)
-        done.write_text(json.dumps({"recipe": list(overrides), "minutes": a.minutes, "row": row}, indent=2))
+        record = {"recipe": list(overrides), "minutes": a.minutes, "row": row}
+        write_atomic(done, json.dumps(record, indent=2).encode())
         write_results(out, rows, frames, a)  # after every variant: an interrupted run keeps what it finished
     write_results(out, rows, frames, a)  # also when every variant was finished before
     if a.curve_every:
-        from world_model.curve import run_curve, write_curve
+        from world_model.evaluation.curve import run_curve, write_curve
 
         runs = {name: out / name for name, _ in variants}
         engines = engine_factory() if engine_factory else None

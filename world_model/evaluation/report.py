@@ -127,7 +127,7 @@ def _control_lines(c: dict, s: dict) -> list[str]:
 
 
 def _hold_lines(h: dict | None) -> list[str]:
-    """The stability run judged with no reference (world_model/hold.py), with its worst seconds."""
+    """The stability run judged with no reference (world_model/evaluation/hold.py), with its worst seconds."""
     if not h:
         return []
     first = h["first_second_not_held"]
@@ -158,7 +158,7 @@ def _motion_figures(m: dict) -> str:
 
 
 def _motion_lines(m: dict | None) -> list[str]:
-    """Control by image motion (world_model/control.py): one step ahead, and over the control cases."""
+    """Control by image motion (control.py): one step ahead, and over the control cases."""
     if not m:
         return []
     lines = [

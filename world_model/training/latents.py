@@ -28,7 +28,7 @@ from tqdm import tqdm
 from data.actions import ActionSpec
 from data.dataset import Dataset, EpisodeRef
 from data.durable import write_with
-from world_model.autoencoder import Autoencoder, to_tensor
+from world_model.model.autoencoder import Autoencoder, to_tensor
 
 CACHE_VERSION = 1
 

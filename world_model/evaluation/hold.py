@@ -17,8 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from world_model.metrics import GREY, sharpness, view
-from world_model.rollout import Dreamer, HeldOut
+from data.frame_layout import view
+from world_model.evaluation.metrics import GREY, sharpness
+from world_model.evaluation.rollout import Dreamer, HeldOut
+from world_model.model.autoencoder import latent_range
 
 # A second of dream is a picture of its world when its sharpness is within 0.7-1.3 of real frames', its
 # token-grid edges within 20% of real frames', and at most 0.1% of its latent values leave the training range.
@@ -37,12 +39,6 @@ def grid_edge_ratio(frames: np.ndarray, cell: int) -> np.ndarray:
     border = torch.cat([across[:, :, on_cols].flatten(1), down[:, on_rows, :].flatten(1)], 1).mean(1)
     rest = torch.cat([across[:, :, ~on_cols].flatten(1), down[:, ~on_rows, :].flatten(1)], 1).mean(1)
     return (border / rest.clamp_min(1e-6)).double().numpy()
-
-
-def latent_range(latents: torch.Tensor) -> dict[str, list[float]]:
-    """Per-channel minimum and maximum of latents (N, C, h, w): the range a dream's latents are judged by."""
-    lo, hi = torch.aminmax(latents.float().transpose(0, 1).flatten(1), dim=1)  # (C,) each
-    return {"low": lo.tolist(), "high": hi.tolist()}
 
 
 def outside_share(latents: torch.Tensor, rng: dict[str, list[float]]) -> np.ndarray:

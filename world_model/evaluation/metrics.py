@@ -4,7 +4,8 @@ The world model is judged on the scene: the 3-D view apart from the status bar a
 weapon. Doom frames are dark and the bar is large and nearly constant, so a whole-frame PSNR rewards
 a grey field under a correct bar; the weapon sprite sits in the same place in every frame, so a grey
 field that keeps it would share structure with any frame. The structure figure is `edge_corr`: a
-grey field or a noise field scores about 0, the true frame 1.
+grey field or a noise field scores about 0, the true frame 1. Where the view, the bar and the weapon
+sit: data/frame_layout.py.
 """
 
 from __future__ import annotations
@@ -13,50 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data.frame_layout import scene_mask, status_bar, view
+from world_model.model.autoencoder import Autoencoder, reconstruct
+
 SSIM_C1 = (0.01 * 255) ** 2  # Wang et al. 2004, eq. 13 with K1 = 0.01, L = 255
 SSIM_C2 = (0.03 * 255) ** 2  # K2 = 0.03
 SSIM_SIGMA = 1.5  # the paper's 11x11 Gaussian window
 SSIM_WINDOW = 11
 GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
-
-# Doom draws its 320x200 screen with the status bar on the last 32 lines (168..199). The view is taken
-# to stop at 80% of the height, a few lines above the bar, so a rescaled edge between them counts
-# for neither (160x120: view rows 0-95, bar rows 100-119).
-STATUS_BAR_FRACTION = 32 / 200
-VIEW_FRACTION = 0.8
-# The weapon sprite and its muzzle flash, bottom centre of the view (rows, columns as fractions of the
-# frame; measured on E1M1 play: the pistol's pixels stay put in over half the frames inside this box).
-WEAPON_ROWS = (0.42, VIEW_FRACTION)
-WEAPON_COLS = (0.35, 0.65)
-
-
-def view_rows(height: int) -> slice:
-    """Rows of the 3-D view in a frame of this height."""
-    return slice(0, int(height * VIEW_FRACTION))
-
-
-def status_bar_rows(height: int) -> slice:
-    """Rows of the status bar in a frame of this height."""
-    return slice(int(height * (1 - STATUS_BAR_FRACTION)), height)
-
-
-def view(frames: np.ndarray) -> np.ndarray:
-    """The 3-D view of (..., H, W, 3) frames."""
-    return frames[..., view_rows(frames.shape[-3]), :, :]
-
-
-def status_bar(frames: np.ndarray) -> np.ndarray:
-    """The status bar of (..., H, W, 3) frames."""
-    return frames[..., status_bar_rows(frames.shape[-3]), :, :]
-
-
-def scene_mask(height: int, width: int) -> np.ndarray:
-    """bool (view rows, width): True on the scene, False on the weapon sprite."""
-    mask = np.ones((view_rows(height).stop, width), bool)
-    r0, r1 = (int(height * f) for f in WEAPON_ROWS)
-    c0, c1 = (int(width * f) for f in WEAPON_COLS)
-    mask[r0:r1, c0:c1] = False
-    return mask
 
 
 def _float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -166,3 +131,18 @@ def view_scores(pred: np.ndarray, real: np.ndarray) -> dict[str, np.ndarray]:
     """edge_corr, psnr and ssim of the scene (3-D view without the weapon), each (B,), pred against real."""
     p, r, mask = view(pred), view(real), scene_mask(*real.shape[1:3])
     return {"edge_corr": edge_corr(p, r, mask), "psnr": psnr(p, r, mask), "ssim": ssim(p, r, mask)}
+
+
+def reconstruction_scores(ae: Autoencoder, frames: np.ndarray, batch: int = 32) -> dict[str, float]:
+    """The autoencoder's ceiling for the world model on uint8 frames (N, H, W, 3): means over frames of
+    the scene's (3-D view without the weapon) edge correlation, PSNR and SSIM, and the status bar's PSNR."""
+    if len(frames) == 0:
+        raise ValueError("reconstruction_scores: no frames")
+    recon = reconstruct(ae, frames, batch)
+    scene = view_scores(recon, frames)
+    return {
+        "scene_edge_corr": float(scene["edge_corr"].mean()),
+        "scene_psnr": float(scene["psnr"].mean()),
+        "scene_ssim": float(scene["ssim"].mean()),
+        "status_bar_psnr": float(psnr(status_bar(recon), status_bar(frames)).mean()),
+    }

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_model.config import DiTConfig
+from world_model.model.config import DiTConfig
 
 TIMESTEP_SCALE = 1000.0  # continuous t in [0, 1] is embedded as t * 1000, like DiT's integer timesteps
 FREQ_DIM = 256  # sinusoidal features before the timestep MLP (DiT's frequency_embedding_size)

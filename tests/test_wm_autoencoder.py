@@ -21,7 +21,7 @@ from world_model.autoencoder import (
 from world_model.checkpoint import load_autoencoder
 from world_model.config import AEConfig, get_preset
 
-DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "e1m1"  # the v-prediction cpu model
 
 
 def pattern_frame() -> np.ndarray:

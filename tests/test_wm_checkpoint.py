@@ -171,7 +171,7 @@ def test_a_config_that_does_not_fit_its_weights_names_the_tensor_and_the_field(t
     import shutil
     from pathlib import Path
 
-    default = Path(__file__).parents[1] / "checkpoints" / "default"
+    default = Path(__file__).parents[1] / "checkpoints" / "e1m1"
     folder = tmp_path / "edited"
     shutil.copytree(default, folder)
     config = json.loads((folder / "config.json").read_text())

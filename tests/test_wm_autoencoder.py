@@ -15,7 +15,7 @@ from world_model.model.checkpoint import load_autoencoder
 from world_model.model.config import AEConfig, get_preset
 from world_model.training.autoencoder import gradient_loss, reconstruction_loss, train_autoencoder
 
-DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "e1m1"  # the v-prediction cpu model
 
 
 def pattern_frame() -> np.ndarray:

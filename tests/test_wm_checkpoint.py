@@ -171,7 +171,7 @@ def test_a_config_that_does_not_fit_its_weights_names_the_tensor_and_the_field(t
     import shutil
     from pathlib import Path
 
-    default = Path(__file__).parents[1] / "checkpoints" / "default"
+    default = Path(__file__).parents[1] / "checkpoints" / "e1m1"
     folder = tmp_path / "edited"
     shutil.copytree(default, folder)
     config = json.loads((folder / "config.json").read_text())
@@ -208,3 +208,17 @@ def test_export_keeps_what_play_reads_and_samples_the_same(tmp_path, capsys):
     (src / "dit_ema.safetensors").write_bytes(b"damaged")
     assert main(["wm", "export", "--ckpt", str(src), "--out", str(tmp_path / "other")]) == 2
     assert "checksum mismatch" in capsys.readouterr().err
+
+
+def test_export_writes_down_the_world_an_older_checkpoint_loads_as(tmp_path):
+    """A checkpoint saved before worlds were recorded dreams E1M1; exported, its config.json says so."""
+    from play.cli import main
+
+    src = make_untrained_checkpoint(tmp_path / "old", preset="tiny", resolution=RES, seed=3)
+    config = json.loads((src / "config.json").read_text())
+    config.pop("world", None)
+    (src / "config.json").write_text(json.dumps(config))
+    assert main(["wm", "export", "--ckpt", str(src), "--out", str(tmp_path / "shipped")]) == 0
+    world = json.loads((tmp_path / "shipped" / "config.json").read_text())["world"]
+    assert world["scenario"] == "e1m1" and world["map"] == "E1M1"
+    assert load_world_model(tmp_path / "shipped").world == load_world_model(src).world

@@ -1,18 +1,21 @@
 """Control by image motion (world_model/evaluation/control.py): what it reads off dreams that turn and that
 do not."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from data.actions import DEFAULT_ACTIONS
 from data.dataset import Dataset
-from play.app import DEFAULT_CKPT
 from world_model.evaluation.control import evaluate_motion_one_step, motion_figures
 from world_model.evaluation.rollout import Dreamer, load_heldout
 from world_model.model.checkpoint import dit_config_for, load_autoencoder, load_world_model, save_world_model
 from world_model.model.config import DiffusionConfig, get_preset
 from world_model.model.dit import DiT
+
+E1M1 = Path(__file__).resolve().parents[1] / "checkpoints" / "e1m1"  # the shipped E1M1 model
 
 
 def test_figures_of_a_dream_that_turns_as_far_as_the_engine_one_that_copies_and_one_that_turns_back():
@@ -52,7 +55,7 @@ def e1m1(tmp_path_factory):
 def untrained(path, ego_warp: bool):
     """The shipped autoencoder and a fresh DiT (which outputs zero), the change taken from the clean last
     latent: without ego_warp its dream copies the last frame; with it, the last frame turned by the turn."""
-    ae, _ = load_autoencoder(DEFAULT_CKPT)
+    ae, _ = load_autoencoder(E1M1)
     p = get_preset("tiny")
     dit = DiT(dit_config_for(p.dit, ae, (160, 120), DEFAULT_ACTIONS))
     diffusion = DiffusionConfig(prediction="edm", clean_residual=True, ego_warp=ego_warp)

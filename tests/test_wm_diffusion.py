@@ -16,7 +16,7 @@ from world_model.model.config import PREDICTIONS, DiffusionConfig, DiTConfig, ge
 from world_model.model.diffusion import Diffusion
 from world_model.model.dit import DiT
 
-DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+DEFAULT = Path(__file__).resolve().parents[1] / "checkpoints" / "e1m1"  # the v-prediction cpu model
 
 
 # --- the sampler and loss as they were written before `Diffusion` (v-prediction only), kept as references --
@@ -100,7 +100,7 @@ NEWER_FIELDS = {
 
 
 def write_old_checkpoint(path: Path) -> Path:
-    """A checkpoint as saved before the newer fields existed: the cpu networks (the shipped default's),
+    """A checkpoint as saved before the newer fields existed: the cpu networks (the shipped E1M1 model's),
     randomly initialised and then perturbed so that every block and the output are not zero."""
     from data.actions import DEFAULT_ACTIONS
     from world_model.model.autoencoder import Autoencoder
@@ -139,7 +139,7 @@ def test_an_old_checkpoint_loads_with_the_settings_it_was_trained_with(default_c
     assert default_ck.train.rollout_share == 0.0  # trained on true pasts only
 
 
-def test_the_shipped_default_loads_as_the_v_prediction_it_was_trained_with():
+def test_the_shipped_e1m1_model_loads_as_the_v_prediction_it_was_trained_with():
     ck = load_world_model(DEFAULT, "cpu")
     assert "prediction" not in ck.config["diffusion"]  # saved before the setting existed
     assert ck.diffusion.prediction == "v" and not ck.diffusion.clean_residual

@@ -177,7 +177,7 @@ def test_floor_is_below_the_ceiling_of_the_shipped_autoencoder(e1m1):
     from world_model.model.autoencoder import to_tensor, to_uint8
     from world_model.model.checkpoint import load_autoencoder
 
-    ae, _ = load_autoencoder(Path(__file__).parents[1] / "checkpoints" / "default", "cpu")
+    ae, _ = load_autoencoder(Path(__file__).parents[1] / "checkpoints" / "e1m1", "cpu")
     a, b = e1m1.load(0).frames, e1m1.load(1).frames
     n = min(len(a), len(b), 64)
     with torch.no_grad():

@@ -398,6 +398,10 @@ def export_world_model(src: str | Path, dst: str | Path, replace: bool = False) 
     a run's checkpoint); it cannot be resumed."""
     src, dst = _resolve(Path(src)), Path(dst)
     config = read_config(src, "world_model")
+    try:  # a checkpoint saved before worlds were recorded ships with the world it loads as, written down
+        config["world"] = World.of_checkpoint(config, str(src / CONFIG_NAME)).to_dict()
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{src / CONFIG_NAME}: malformed world-model config, missing or bad {e}") from e
     check_out(dst, "world_model", replace)
     tensors = {}
     for name in SHIPPED_FILES:

@@ -222,3 +222,21 @@ def test_export_writes_down_the_world_an_older_checkpoint_loads_as(tmp_path):
     world = json.loads((tmp_path / "shipped" / "config.json").read_text())["world"]
     assert world["scenario"] == "e1m1" and world["map"] == "E1M1"
     assert load_world_model(tmp_path / "shipped").world == load_world_model(src).world
+
+
+def test_export_online_ships_the_online_weights_in_the_emas_place(dataset, ae, tmp_path):
+    from safetensors.torch import load_file
+
+    from play.cli import main
+    from world_model.train import TrainArgs, train
+
+    train(TrainArgs(data=str(dataset), ae=str(ae), out=str(tmp_path / "run"), preset="tiny", steps=2))
+    src = tmp_path / "run" / "ckpt"
+    ema = load_file(str(src / "dit_ema.safetensors"))
+    out = tmp_path / "online"
+    assert main(["wm", "export", "--online", "--ckpt", str(src), "--out", str(out)]) == 0
+    online, shipped = load_file(str(src / "dit.safetensors")), load_file(str(out / "dit_ema.safetensors"))
+    assert all(torch.equal(online[k], shipped[k]) for k in online)
+    assert not all(torch.equal(online[k], ema[k]) for k in online)  # not the EMA, which lags behind
+    assert json.loads((out / "config.json").read_text())["exported_weights"] == "online"
+    assert load_world_model(out).step == load_world_model(src).step

@@ -89,6 +89,10 @@ class ExportArgs:
     ckpt: str = arg(help="world-model checkpoint folder (a run's RUN/ckpt)")
     out: str = arg(help="folder to write: config.json, autoencoder and EMA weights")
     overwrite: bool = arg(False, "replace the world model already in --out")
+    online: bool = arg(
+        False,
+        "ship the online weights in the EMA's place (a run too short for its EMA to have left its start)",
+    )
 
 
 def checkpoint_folder(path: str, option: str = "--ckpt") -> str:
@@ -310,7 +314,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     output_folder(a.out)
     from world_model.model.checkpoint import export_world_model
 
-    out = export_world_model(a.ckpt, a.out, replace=a.overwrite)
+    out = export_world_model(a.ckpt, a.out, replace=a.overwrite, online=a.online)
     size = sum(p.stat().st_size for p in out.iterdir())
     print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))} ({size / 1e6:.1f} MB)")
     return 0

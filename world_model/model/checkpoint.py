@@ -392,10 +392,11 @@ def load_world_model(
 SHIPPED_FILES = ("autoencoder", "dit_ema")  # what play and eval read of a world model
 
 
-def export_world_model(src: str | Path, dst: str | Path, replace: bool = False) -> Path:
+def export_world_model(src: str | Path, dst: str | Path, replace: bool = False, online: bool = False) -> Path:
     """Copy checkpoint `src` to `dst` with only what play and eval read: config.json, the autoencoder and the
     EMA weights, each checked against `src`'s checksums. The form a model ships in (about half the bytes of
-    a run's checkpoint); it cannot be resumed."""
+    a run's checkpoint); it cannot be resumed. `online` ships the online weights in the EMA's place, for a
+    run too short for its EMA to have left its initialisation (the config records `exported_weights`)."""
     src, dst = _resolve(Path(src)), Path(dst)
     config = read_config(src, "world_model")
     try:  # a checkpoint saved before worlds were recorded ships with the world it loads as, written down
@@ -404,8 +405,10 @@ def export_world_model(src: str | Path, dst: str | Path, replace: bool = False) 
         raise CheckpointError(f"{src / CONFIG_NAME}: malformed world-model config, missing or bad {e}") from e
     check_out(dst, "world_model", replace)
     tensors = {}
+    if online:
+        config["exported_weights"] = "online"
     for name in SHIPPED_FILES:
-        path = src / f"{name}.safetensors"
+        path = src / f"{'dit' if online and name == 'dit_ema' else name}.safetensors"
         _check_file(path, config)
         try:
             tensors[name] = load_file(str(path))

@@ -228,7 +228,7 @@ def test_export_online_ships_the_online_weights_in_the_emas_place(dataset, ae, t
     from safetensors.torch import load_file
 
     from play.cli import main
-    from world_model.train import TrainArgs, train
+    from world_model.training.train import TrainArgs, train
 
     train(TrainArgs(data=str(dataset), ae=str(ae), out=str(tmp_path / "run"), preset="tiny", steps=2))
     src = tmp_path / "run" / "ckpt"

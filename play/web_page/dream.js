@@ -314,8 +314,4 @@ async function main() {
   }
 }
 
-if (location.protocol === "file:") {
-  fail("Open this page through a web server, not as a file: `dreamdoom web ... --serve`, or any static file server in this folder. Browsers do not let a page opened from a file load its model.");
-} else {
-  main().catch((e) => fail(`The dream stopped: ${e && e.message ? e.message : e}`));
-}
+main().catch((e) => fail(`The dream stopped: ${e && e.message ? e.message : e}`));

@@ -1,0 +1,93 @@
+"""Open a dream page in headless Chromium, let it play a scripted input, and read what it reports.
+
+For the browser test and the page's figures (frames/s, time to the first frame):
+
+    python -m play.web_check http://127.0.0.1:8000/ --frames 200 --script '20*1,0,3,0,0;20*0,0,5,0,0'
+
+It drives Debian's chromium through chromedriver (selenium), with a fresh profile and nothing running
+in the background, and waits for the page to write its result (play/web_page/dream.js, #result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import urllib.parse
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=720,660",
+)
+
+
+def browser_paths() -> tuple[str, str] | None:
+    """(chromium, chromedriver) where both are installed, else None."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def page_url(base: str, frames: int, script: str, seed: int = 0, keep: tuple[int, ...] = (), **more) -> str:
+    query = {"frames": frames, "script": script, "seed": seed, **more}
+    if keep:
+        query["keep"] = ",".join(map(str, keep))
+    return base + "?" + urllib.parse.urlencode(query, safe="*,;")
+
+
+def play_page(url: str, timeout_s: float = 300, screenshot: str | None = None) -> dict:
+    """Load `url` (a page_url) and return the page's result: frames/s, first frame, checksum, kept frames."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    paths = browser_paths()
+    if paths is None:
+        raise OSError("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    with tempfile.TemporaryDirectory() as profile:
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(paths[1]), options=options)
+        try:
+            driver.get(url)
+            deadline = time.monotonic() + timeout_s
+            while not driver.title.startswith("dreamdoom:"):
+                if time.monotonic() > deadline:
+                    hud = driver.find_element("id", "hud").text
+                    raise TimeoutError(f"{url}: no result in {timeout_s:.0f} s (the page shows: {hud})")
+                time.sleep(0.2)
+            result = json.loads(driver.find_element("id", "result").get_attribute("textContent"))
+            if screenshot:
+                driver.save_screenshot(screenshot)
+            return result
+        finally:
+            driver.quit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="the page's address (dreamdoom web --serve prints it)")
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--script", default="20*1,0,3,0,0;20*0,0,5,0,0;20*1,2,3,0,0;20*0,0,1,1,0")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ep", default="wasm", help="wasm or webgpu")
+    parser.add_argument("--screenshot", help="also save a PNG of the page when it is done")
+    a = parser.parse_args(argv)
+    result = play_page(page_url(a.url, a.frames, a.script, a.seed, ep=a.ep), screenshot=a.screenshot)
+    result.pop("kept", None)
+    print(json.dumps(result, indent=1))
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--window-size=720,660",
+    "--window-size=720,800",
 )
 
 

@@ -139,8 +139,10 @@ async function main() {
     return fail("This browser cannot run the dream: it needs WebAssembly and BigInt64Array (any current Chrome, Edge, Firefox or Safari).");
   }
   ort = await import("./ort/ort.webgpu.min.mjs");
+  const importedMs = performance.now();
   const meta = await fetchOk("meta.json", "json");
   const start = await fetchOk(meta.start.file);
+  el("title").textContent = `dreamdoom: the model ${meta.checkpoint} dreams ${meta.world}, running in this page`;
   const K = meta.context_len, [C, h, w] = meta.latent, [H, W] = meta.frame;
   const F = meta.actions.fields.length, L = C * h * w;
   const startLatents = new Float32Array(start.slice(0, 4 * K * L)); // little-endian, as every browser's platform
@@ -293,7 +295,8 @@ async function main() {
           frames: total,
           fps: total > 1 ? ((total - 1) * 1000) / (now - firstDone) : 0, // after the first frame's warm-up
           first_frame_ms: firstFrameMs, // since the page was opened
-          ready_ms: readyMs,
+          runtime_imported_ms: importedMs,
+          ready_ms: readyMs, // the model loaded: the runtime's WebAssembly compiled, the session made
           model_ms_median: median(latencies),
           backend,
           threads,

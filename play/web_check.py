@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 import urllib.parse
+from pathlib import Path
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -44,6 +46,28 @@ def page_url(base: str, frames: int, script: str, seed: int = 0, keep: tuple[int
     return base + "?" + urllib.parse.urlencode(query, safe="*,;")
 
 
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU time (user + system) of the live processes under `root` (Linux /proc; None elsewhere): the
+    browser's cost, which a machine shared with other work does not change, unlike frames/s."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    parents, ticks = {}, {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        pid = int(stat.parent.name)
+        parents[pid], ticks[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += ticks.get(pid, 0)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def play_page(url: str, timeout_s: float = 300, screenshot: str | None = None) -> dict:
     """Load `url` (a page_url) and return the page's result: frames/s, first frame, checksum, kept frames."""
     from selenium import webdriver
@@ -67,6 +91,7 @@ def play_page(url: str, timeout_s: float = 300, screenshot: str | None = None) -
                     raise TimeoutError(f"{url}: no result in {timeout_s:.0f} s (the page shows: {hud})")
                 time.sleep(0.2)
             result = json.loads(driver.find_element("id", "result").get_attribute("textContent"))
+            result["browser_cpu_s"] = tree_cpu_seconds(driver.service.process.pid)
             if screenshot:
                 driver.save_screenshot(screenshot)
             return result
@@ -81,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", default="20*1,0,3,0,0;20*0,0,5,0,0;20*1,2,3,0,0;20*0,0,1,1,0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ep", default="wasm", help="wasm or webgpu")
+    parser.add_argument("--steps", type=int, help="the exported step count to play (default: the page's)")
+    parser.add_argument("--threads", type=int, help="WebAssembly threads (default: the page's choice)")
     parser.add_argument("--screenshot", help="also save a PNG of the page when it is done")
     a = parser.parse_args(argv)
-    result = play_page(page_url(a.url, a.frames, a.script, a.seed, ep=a.ep), screenshot=a.screenshot)
+    more = {"ep": a.ep, **{k: v for k, v in (("steps", a.steps), ("threads", a.threads)) if v}}
+    result = play_page(page_url(a.url, a.frames, a.script, a.seed, **more), screenshot=a.screenshot)
     result.pop("kept", None)
     print(json.dumps(result, indent=1))
     return 0 if "error" not in result else 1

@@ -162,3 +162,20 @@ def test_web_lists_its_options(capsys):
     assert main(["web", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--serve" in out and "--port" in out and "--steps" in out
+
+
+def test_start_from_a_dataset_episode(ckpt, dataset, tmp_path):
+    """--start takes the first K frames and actions of a recorded episode, as play's --start does."""
+    from play.engine import dataset_context
+
+    out = tmp_path / "page"
+    argv = ["web", "--ckpt", str(ckpt), "--out", str(out), "--start", str(dataset), "--start-episode", "1"]
+    assert main(argv) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    env = WorldModelEnv.from_checkpoint(ckpt, capture=False)
+    context = dataset_context(dataset, 1, env.context_len, env.resolution, env.action_spec, env.world)
+    assert meta["start"]["source"] == context.source
+    env.reset(context.frames, context.actions)
+    latents, led_in, frame = read_start(out, meta)
+    np.testing.assert_allclose(latents, env.context[0], atol=1e-5)
+    assert np.array_equal(led_in, env.context[1]) and np.array_equal(frame, context.frames[-1])

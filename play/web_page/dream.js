@@ -4,7 +4,8 @@
 //
 // Query parameters: frames=N&script=COUNT*m,s,t,a,u;... plays a scripted input for N frames as fast as it
 // can and writes the figures into #result (keep=1,8 adds those frames' pixels; seed=S seeds the noise);
-// ep=wasm|webgpu picks the backend, threads=N the WebAssembly threads, sensitivity=D degrees per pixel.
+// ep=wasm|webgpu picks the backend, threads=N the WebAssembly threads, steps=N the exported step count to
+// start at, sensitivity=D degrees of turn per pixel of mouse motion.
 let ort; // ONNX Runtime Web, imported in main() so that a failure to load it is said on the page
 
 const params = new URLSearchParams(location.search);
@@ -171,7 +172,8 @@ async function main() {
     return sessions.get(n);
   };
   const stepCounts = Object.keys(meta.steps).map(Number).sort((a, b) => a - b);
-  let stepIndex = stepCounts.indexOf(meta.default_steps);
+  let stepIndex = stepCounts.indexOf(Number(params.get("steps")) || meta.default_steps);
+  if (stepIndex < 0) stepIndex = stepCounts.indexOf(meta.default_steps);
 
   const canvas = el("screen");
   canvas.width = W;

@@ -4,6 +4,7 @@ The folder it writes, served by any static file server:
 
     index.html, dream.js      the page: input, the rolling context, drawing, the HUD (play/web_page/)
     step_<n>.onnx             one graph per frame at n sampler steps (world_model/onnx_step.py)
+    weights.bin               the graphs' weights as ONNX external data, one copy for all step counts
     start.bin                 the start context: K latents (float32, little-endian), then the frame shown
     meta.json                 shapes, the action contract, the graphs, the start's actions (no pickle)
     ort/                      ONNX Runtime Web's files (play/web_runtime.py)
@@ -156,6 +157,7 @@ def page_meta(env, steps: list[int], start_actions: np.ndarray, source: str, ckp
         },
         "inputs": list(step_input_names(ckpt)),
         "steps": {str(n): f"step_{n}.onnx" for n in steps},
+        "weights": "weights.bin",  # the graphs' weights, one copy for all step counts
         "default_steps": env.sampling_steps if env.sampling_steps in steps else steps[0],
         "start": {"file": "start.bin", "actions": start_actions.tolist(), "source": source},
     }
@@ -167,7 +169,7 @@ def write_page(a: WebArgs, ckpt_path: Path, out: Path) -> dict:
     from play.web_runtime import RUNTIME_FILES, runtime_folder
     from world_model.checkpoint import SHIPPED_FILES
     from world_model.env import WorldModelEnv
-    from world_model.onnx_step import export_step
+    from world_model.onnx_step import export_step, share_weights
 
     runtime = runtime_folder()  # first: a missing npm or network fails before the slower steps
     env = WorldModelEnv.from_checkpoint(ckpt_path, capture=False)
@@ -182,17 +184,17 @@ def write_page(a: WebArgs, ckpt_path: Path, out: Path) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        for n in steps:
-            export_step(env.ckpt, n, tmp / meta["steps"][str(n)])
+        graphs = [export_step(env.ckpt, n, tmp / meta["steps"][str(n)]) for n in steps]
+        share_weights(graphs, tmp / meta["weights"])
         (tmp / "start.bin").write_bytes(latents.astype("<f4").tobytes() + shown.astype(np.uint8).tobytes())
         for name in PAGE_FILES:
             shutil.copyfile(PAGE_SOURCE / name, tmp / name)
         (tmp / "ort").mkdir()
         for name in RUNTIME_FILES:
             shutil.copyfile(runtime / name, tmp / "ort" / name)
-        graph_bytes = {n: (tmp / meta["steps"][str(n)]).stat().st_size for n in steps}
         meta["sizes"] = {
-            "graphs": {str(n): b for n, b in graph_bytes.items()},
+            "graphs": {str(n): g.stat().st_size for n, g in zip(steps, graphs, strict=True)},
+            "weights": (tmp / meta["weights"]).stat().st_size,
             "safetensors": sum((ckpt_path / f"{f}.safetensors").stat().st_size for f in SHIPPED_FILES),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -220,9 +222,10 @@ def cmd_web(args: argparse.Namespace) -> int:
     try:
         meta = write_page(a, ckpt_path, out)
         sizes = meta["sizes"]
-        graphs = ", ".join(f"{n} steps {b / 1e6:.1f} MB" for n, b in sizes["graphs"].items())
+        total = sizes["weights"] + sum(sizes["graphs"].values())
         print(
-            f"wrote {out}: {graphs} (the checkpoint's safetensors: {sizes['safetensors'] / 1e6:.1f} MB); "
+            f"wrote {out}: the model for {', '.join(meta['steps'])} sampler step(s) in {total / 1e6:.1f} MB "
+            f"(the checkpoint's safetensors: {sizes['safetensors'] / 1e6:.1f} MB); "
             f"start context: {meta['start']['source']}"
         )
         if server is None:

@@ -12,7 +12,7 @@ from play.app import DEFAULT_CKPT
 from play.web_dream import PageDream, PageNoise, parse_script
 from world_model.checkpoint import load_world_model, make_untrained_checkpoint
 from world_model.env import WorldModelEnv
-from world_model.onnx_step import export_step, step_input_names
+from world_model.onnx_step import example_inputs, export_step, share_weights, step_input_names
 
 pytest.importorskip("onnxruntime")
 
@@ -107,6 +107,21 @@ def test_shipped_checkpoint_one_step(tmp_path):
     ck = load_world_model(DEFAULT_CKPT)
     latent, _ = compare(ck, tmp_path, steps=ck.diffusion.sampling_steps, frames=1)
     assert latent <= TOLERANCE
+
+
+def test_shipped_checkpoint_exports_within_twice_its_safetensors(tmp_path):
+    """Three step counts' graphs with their shared weights, against the shipped weights' bytes."""
+    ck = load_world_model(DEFAULT_CKPT)
+    graphs = [export_step(ck, n, tmp_path / f"step_{n}.onnx") for n in (1, 2, 4)]
+    share_weights(graphs, tmp_path / "weights.bin")
+    exported = sum(p.stat().st_size for p in tmp_path.iterdir())
+    shipped = sum(p.stat().st_size for p in DEFAULT_CKPT.glob("*.safetensors"))
+    assert exported <= 2 * shipped
+    feed = dict(zip(step_input_names(ck), (t.numpy() for t in example_inputs(ck)), strict=True))
+    import onnxruntime as ort
+
+    for g in graphs:  # each still loads, its weights read from the shared file
+        assert ort.InferenceSession(str(g)).run(None, feed)[1].shape == (1, *ck.resolution[::-1], 3)
 
 
 def test_page_noise_is_standard_normal_and_seeded():

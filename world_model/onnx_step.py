@@ -92,3 +92,32 @@ def export_step(ckpt: WorldModelCheckpoint, steps: int, path: str | Path) -> Pat
             dynamo=False,
         )
     return Path(path)
+
+
+def share_weights(graphs: list[Path], weights: Path, min_bytes: int = 1024) -> None:
+    """Move the initializers of `graphs` into one external-data file beside them, each distinct tensor once:
+    the graphs of several step counts then hold one copy of the weights between them (ONNX external data,
+    which ONNX Runtime reads relative to the graph and ONNX Runtime Web from the session's externalData)."""
+    import hashlib
+
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    placed: dict[str, tuple[int, int]] = {}  # content key -> (offset, length)
+    with open(weights, "wb") as f:
+        for path in graphs:
+            model = onnx.load(str(path))
+            for tensor in model.graph.initializer:
+                raw = tensor.raw_data
+                if len(raw) < min_bytes:  # small constants stay in the graph
+                    continue
+                key = hashlib.sha256(raw).hexdigest() + f":{tensor.data_type}:{list(tensor.dims)}"
+                if key not in placed:
+                    f.write(b"\0" * (-f.tell() % 64))  # aligned, as ONNX Runtime likes to map it
+                    placed[key] = (f.tell(), len(raw))
+                    f.write(raw)
+                offset, length = placed[key]
+                set_external_data(tensor, location=weights.name, offset=offset, length=length)
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+            onnx.save(model, str(path))

@@ -156,16 +156,18 @@ async function main() {
   ort.env.logLevel = "error";
   let backend = params.get("ep") || ("gpu" in navigator ? "webgpu" : "wasm");
   const sessions = new Map();
+  // The graphs' shared weights (ONNX external data), fetched once for every step count's session.
+  const externalData = [{ path: meta.weights, data: new Uint8Array(await fetchOk(meta.weights)) }];
   async function create(file) {
     if (backend === "webgpu") {
       try {
-        return await ort.InferenceSession.create(file, { executionProviders: ["webgpu", "wasm"] });
+        return await ort.InferenceSession.create(file, { executionProviders: ["webgpu", "wasm"], externalData });
       } catch (e) {
         console.warn("WebGPU unavailable, using WebAssembly:", e);
         backend = "wasm";
       }
     }
-    return ort.InferenceSession.create(file, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    return ort.InferenceSession.create(file, { executionProviders: ["wasm"], graphOptimizationLevel: "all", externalData });
   }
   const session = (n) => {
     if (!sessions.has(n)) sessions.set(n, create(meta.steps[n]));

@@ -86,11 +86,12 @@ def served(tmp_path_factory):
         proc.wait(timeout=30)
 
 
-def test_page_plays_a_script_as_the_python_graph_does(served, tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_page_plays_a_script_as_the_python_graph_does(served, threads):
     out, url = served
-    result = play_page(page_url(url, FRAMES, SCRIPT, seed=3, keep=KEEP, ep="wasm"), timeout_s=240)
+    result = play_page(page_url(url, FRAMES, SCRIPT, seed=3, keep=KEEP, ep="wasm", threads=threads), 240)
     assert "error" not in result, result
-    assert result["frames"] == FRAMES and result["backend"] == "wasm"
+    assert result["frames"] == FRAMES and result["backend"] == "wasm" and result["threads"] == threads
     assert result["isolated"] is True  # --serve's COOP/COEP headers: WebAssembly threads are allowed
     assert result["fps"] > 0 and 0 < result["first_frame_ms"]
     assert len(result["checksum"]) == 8

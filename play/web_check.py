@@ -28,7 +28,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--window-size=720,800",
+    "--window-size=720,880",
 )
 
 

@@ -27,12 +27,17 @@ import sys
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data.cli_args import MAX_SEED, UsageError, arg, build
 from play.app import DEFAULT_CKPT
 from play.session import MAX_STEPS
+
+if TYPE_CHECKING:
+    from play.engine import StartContext
+    from world_model.env import WorldModelEnv
 
 PAGE_KIND = "dreamdoom-web"  # meta.json's "kind": what marks a folder as one of our pages
 PAGE_FORMAT = 1
@@ -115,16 +120,15 @@ def check_out_folder(path: str) -> Path:
     return out
 
 
-def start_context(a: WebArgs, env, ckpt_path: Path):
+def start_context(a: WebArgs, env: WorldModelEnv, ckpt_path: Path) -> StartContext:
     """The start context as play makes it: the engine's first K frames of the checkpoint's world, or a
     dataset episode's first K frames and actions."""
     from play.engine import EngineBackend, dataset_context
 
     if a.start:
-        return dataset_context(
-            a.start, a.start_episode, env.context_len, env.resolution, env.action_spec, env.world,
-            f"the checkpoint {ckpt_path}",
-        )  # fmt: skip
+        model = f"the checkpoint {ckpt_path}"
+        spec, world = env.action_spec, env.world
+        return dataset_context(a.start, a.start_episode, env.context_len, env.resolution, spec, world, model)
     engine = EngineBackend(env.world.scenario, env.frame_skip, env.resolution, seed=a.seed)
     try:
         return engine.start_context(env.context_len)
@@ -132,7 +136,9 @@ def start_context(a: WebArgs, env, ckpt_path: Path):
         engine.close()
 
 
-def page_meta(env, steps: list[int], start_actions: np.ndarray, source: str, ckpt_path: Path) -> dict:
+def page_meta(
+    env: WorldModelEnv, steps: list[int], start_actions: np.ndarray, source: str, ckpt_path: Path
+) -> dict:
     """meta.json: everything the page needs besides the graphs and the start's binary."""
     from world_model.onnx_step import step_input_names
 
@@ -169,7 +175,7 @@ def write_page(a: WebArgs, ckpt_path: Path, out: Path) -> dict:
     from play.web_runtime import RUNTIME_FILES, runtime_folder
     from world_model.checkpoint import SHIPPED_FILES
     from world_model.env import WorldModelEnv
-    from world_model.onnx_step import export_step, share_weights
+    from world_model.onnx_step import export_step, optimize, share_weights
 
     runtime = runtime_folder()  # first: a missing npm or network fails before the slower steps
     env = WorldModelEnv.from_checkpoint(ckpt_path, capture=False)
@@ -184,7 +190,7 @@ def write_page(a: WebArgs, ckpt_path: Path, out: Path) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        graphs = [export_step(env.ckpt, n, tmp / meta["steps"][str(n)]) for n in steps]
+        graphs = [optimize(export_step(env.ckpt, n, tmp / meta["steps"][str(n)])) for n in steps]
         share_weights(graphs, tmp / meta["weights"])
         (tmp / "start.bin").write_bytes(latents.astype("<f4").tobytes() + shown.astype(np.uint8).tobytes())
         for name in PAGE_FILES:

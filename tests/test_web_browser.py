@@ -26,7 +26,6 @@ pytestmark = [
     pytest.mark.skipif(browser_paths() is None, reason="chromium and chromedriver are not installed"),
 ]
 pytest.importorskip("selenium")
-pytest.importorskip("onnxruntime")
 
 RES = (160, 120)
 FRAMES = 12

@@ -20,8 +20,6 @@ from play.web_runtime import RUNTIME_FILES
 from world_model.checkpoint import make_untrained_checkpoint
 from world_model.env import WorldModelEnv
 
-pytest.importorskip("onnxruntime")
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):

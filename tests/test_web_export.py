@@ -12,9 +12,7 @@ from play.app import DEFAULT_CKPT
 from play.web_dream import PageDream, PageNoise, parse_script
 from world_model.checkpoint import load_world_model, make_untrained_checkpoint
 from world_model.env import WorldModelEnv
-from world_model.onnx_step import example_inputs, export_step, share_weights, step_input_names
-
-pytest.importorskip("onnxruntime")
+from world_model.onnx_step import example_inputs, export_step, optimize, share_weights, step_input_names
 
 RES = (32, 24)
 TOLERANCE = 1e-3  # latent max abs difference against PyTorch
@@ -45,7 +43,7 @@ def compare(ck, tmp_path, steps: int, frames: int) -> tuple[float, int]:
     env = WorldModelEnv(ck, seed=7, capture=False)
     env.sampling_steps = steps
     env.reset(start_frames(ck))
-    graph = export_step(ck, steps, tmp_path / f"step_{steps}.onnx")
+    graph = optimize(export_step(ck, steps, tmp_path / f"step_{steps}.onnx"))  # the page's form
     dream = PageDream(graph, step_input_names(ck), *env.context)
     actions = parse_script(SCRIPT)
     worst_latent, worst_pixel = 0.0, 0
@@ -112,7 +110,7 @@ def test_shipped_checkpoint_one_step(tmp_path):
 def test_shipped_checkpoint_exports_within_twice_its_safetensors(tmp_path):
     """Three step counts' graphs with their shared weights, against the shipped weights' bytes."""
     ck = load_world_model(DEFAULT_CKPT)
-    graphs = [export_step(ck, n, tmp_path / f"step_{n}.onnx") for n in (1, 2, 4)]
+    graphs = [optimize(export_step(ck, n, tmp_path / f"step_{n}.onnx")) for n in (1, 2, 4)]
     share_weights(graphs, tmp_path / "weights.bin")
     exported = sum(p.stat().st_size for p in tmp_path.iterdir())
     shipped = sum(p.stat().st_size for p in DEFAULT_CKPT.glob("*.safetensors"))

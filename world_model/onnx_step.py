@@ -94,6 +94,25 @@ def export_step(ckpt: WorldModelCheckpoint, steps: int, path: str | Path) -> Pat
     return Path(path)
 
 
+def optimize(path: str | Path) -> Path:
+    """Rewrite the graph at `path` with ONNX Runtime's fusions that hold on any hardware (its EXTENDED level:
+    matmul + bias, convolution + activation, GELU, layer norm), which ONNX Runtime Web would otherwise redo
+    at every page load: the browser's session then starts in about half the CPU time (0.8 s against 1.6 s
+    for the shipped model's 2-step graph, measured in Node). The layout level after it is left out: its
+    blocked layouts are for x86 vector units, which WebAssembly does not have."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".opt")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp)
+    options.log_severity_level = 3  # not the notes about nodes it places on the CPU
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    tmp.replace(path)
+    return path
+
+
 def share_weights(graphs: list[Path], weights: Path, min_bytes: int = 1024) -> None:
     """Move the initializers of `graphs` into one external-data file beside them, each distinct tensor once:
     the graphs of several step counts then hold one copy of the weights between them (ONNX external data,

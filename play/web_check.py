@@ -10,7 +10,6 @@ in the background, and waits for the page to write its result (play/web_page/dre
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -18,7 +17,10 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
+
+from data.cli_args import MAX_SEED, Parser, add_options, arg, build
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -99,17 +101,25 @@ def play_page(url: str, timeout_s: float = 300, screenshot: str | None = None) -
             driver.quit()
 
 
+DEFAULT_SCRIPT = "20*1,0,3,0,0;20*0,0,5,0,0;20*1,2,3,0,0;20*0,0,1,1,0"  # walk, turn, strafe, turn and fire
+
+
+@dataclass
+class CheckArgs:
+    url: str = arg(help="the page's address (dreamdoom web --serve prints it)", positional=True)
+    frames: int = arg(200, "frames to play", ge=1)
+    script: str = arg(DEFAULT_SCRIPT, "input script: runs COUNT*move,strafe,turn,attack,use separated by ;")
+    seed: int = arg(0, "seed of the page's noise", ge=0, le=MAX_SEED)
+    ep: str = arg("wasm", "backend", choices=("wasm", "webgpu"))
+    steps: int | None = arg(None, "the exported step count to play (default: the page's)", ge=1)
+    threads: int | None = arg(None, "WebAssembly threads (default: the page's choice)", ge=1)
+    screenshot: str | None = arg(None, "also save a PNG of the page when it is done")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url", help="the page's address (dreamdoom web --serve prints it)")
-    parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--script", default="20*1,0,3,0,0;20*0,0,5,0,0;20*1,2,3,0,0;20*0,0,1,1,0")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ep", default="wasm", help="wasm or webgpu")
-    parser.add_argument("--steps", type=int, help="the exported step count to play (default: the page's)")
-    parser.add_argument("--threads", type=int, help="WebAssembly threads (default: the page's choice)")
-    parser.add_argument("--screenshot", help="also save a PNG of the page when it is done")
-    a = parser.parse_args(argv)
+    parser = Parser(prog="python -m play.web_check", description=__doc__.splitlines()[0])
+    add_options(parser, CheckArgs)
+    a = build(CheckArgs, parser.parse_args(argv))
     more = {"ep": a.ep, **{k: v for k, v in (("steps", a.steps), ("threads", a.threads)) if v}}
     result = play_page(page_url(a.url, a.frames, a.script, a.seed, **more), screenshot=a.screenshot)
     result.pop("kept", None)

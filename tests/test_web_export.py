@@ -11,6 +11,7 @@ from data.actions import DEFAULT_ACTIONS
 from play.app import DEFAULT_CKPT
 from play.web_dream import PageDream, PageNoise, parse_script
 from world_model.checkpoint import load_world_model, make_untrained_checkpoint
+from world_model.dit import DiT
 from world_model.env import WorldModelEnv
 from world_model.onnx_step import example_inputs, export_step, optimize, share_weights, step_input_names
 
@@ -20,10 +21,14 @@ TOLERANCE = 1e-3  # latent max abs difference against PyTorch
 SCRIPT = "2*1,0,6,0,0;2*0,2,0,1,0;2*2,1,3,0,1;2*1,0,1,0,0;2*0,0,5,1,0;2*1,1,2,0,0;2*0,0,4,0,0;2*2,0,3,0,0"
 
 
-def randomized(tmp_path, seed: int = 0, **diffusion):
-    """A tiny checkpoint whose DiT and decoder compute something (a fresh DiT outputs zero)."""
+def randomized(tmp_path, seed: int = 0, dit: dict | None = None, **diffusion):
+    """A tiny checkpoint whose DiT and decoder compute something (a fresh DiT outputs zero), with these
+    DiT and diffusion settings."""
     path = make_untrained_checkpoint(tmp_path / "ckpt", preset="tiny", resolution=RES, seed=seed)
     ck = load_world_model(path)
+    if dit:
+        dit_cfg = dataclasses.replace(ck.dit_cfg, **dit)
+        ck = dataclasses.replace(ck, dit=DiT(dit_cfg).eval(), dit_cfg=dit_cfg)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in [*ck.dit.parameters(), *ck.ae.decoder.parameters()]:
@@ -58,17 +63,18 @@ def compare(ck, tmp_path, steps: int, frames: int) -> tuple[float, int]:
 
 
 @pytest.mark.parametrize(
-    "diffusion",
+    "dit,diffusion",
     [
-        {},
-        {"prediction": "edm", "ego_warp": True, "clean_residual": True, "guidance": 1.5},
-        {"prediction": "edm", "ego_warp": True, "action_guidance": 2.0, "latent_clip": 4.0},
-        {"prediction": "x0", "context_noise": False, "residual": False},
+        ({}, {}),
+        ({}, {"prediction": "edm", "ego_warp": True, "clean_residual": True, "guidance": 1.5}),
+        ({}, {"prediction": "edm", "ego_warp": True, "action_guidance": 2.0, "latent_clip": 4.0}),
+        ({}, {"prediction": "x0", "context_noise": False, "residual": False}),
+        ({"conv_head": True, "base_input": True}, {"prediction": "edm", "ego_warp": True, "residual": False}),
     ],
-    ids=["v-context-noise", "edm-warp-cfg", "edm-warp-action-cfg", "x0-clean"],
+    ids=["v-context-noise", "edm-warp-cfg", "edm-warp-action-cfg", "x0-clean", "conv-head-base-input"],
 )
-def test_graph_follows_the_env_over_16_autoregressive_steps(tmp_path, diffusion):
-    ck = randomized(tmp_path, **diffusion)
+def test_graph_follows_the_env_over_16_autoregressive_steps(tmp_path, dit, diffusion):
+    ck = randomized(tmp_path, dit=dit, **diffusion)
     latent, pixel = compare(ck, tmp_path, steps=2, frames=16)
     assert latent <= TOLERANCE
     assert pixel <= 1  # a latent a hair away can round a pixel the other way

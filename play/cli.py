@@ -41,6 +41,7 @@ USER_ERRORS = (
     ("world_model.training.latents", "LatentCacheError"),
     ("play.app", "PlayError"),
     ("play.script", "ScriptError"),
+    ("play.web_runtime", "RuntimeFilesError"),
 )
 # Errors of the machine rather than of a path: the user can act on them too.
 USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -81,6 +82,18 @@ def _play(args: argparse.Namespace) -> int:
     return cmd_play(args, _USER_VIDEO_DRIVER)
 
 
+def _web_options() -> tuple[type, ...]:
+    from play.web import WebArgs
+
+    return (WebArgs,)
+
+
+def _web(args: argparse.Namespace) -> int:
+    from play.web import cmd_web
+
+    return cmd_web(args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "play",
@@ -92,6 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         options=_play_options,
     )
     p.set_defaults(func=_play)
+    sub.add_parser(
+        "web",
+        help="write the dream as a web page that runs the model in the browser (--serve: serve it)",
+        description="Write a static page that plays the dream in a browser: the model as ONNX on ONNX "
+        "Runtime Web (WASM, WebGPU where the browser has it), the same keys, mouse turning and HUD as "
+        "play. --serve serves it on localhost with the COOP/COEP headers WebAssembly threads need.",
+        options=_web_options,
+    ).set_defaults(func=_web)
     pipeline.register(sub, main)
 
 

@@ -89,10 +89,14 @@ def to_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.T
     return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3) on x's device (also inside an exported graph)."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    return to_pixels(x).cpu().numpy()
 
 
 @torch.no_grad()

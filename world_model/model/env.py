@@ -77,6 +77,13 @@ class WorldModelEnv:
             raise ValueError(f"sampling_steps must be in 1..{MAX_SAMPLING_STEPS}, got {n}")
         self._steps = int(n)
 
+    @property
+    def context(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the rolling context: the last K latents (K, C, h, w) and the actions that led into
+        them (K, fields), as the next step reads them."""
+        k = self.context_len
+        return self._ctx[0].cpu().numpy().copy(), self._actions[0, :k].cpu().numpy().copy()
+
     def _check_frames(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
         w, h = self.resolution

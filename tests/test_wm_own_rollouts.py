@@ -257,7 +257,11 @@ def test_each_lever_trains_is_saved_resumes_and_plays(dataset, ae, tmp_path, lev
         # one-pass runs count a loss term on every step: 4 teacher-forced + 4 runs x 3 steps
         want = 4 + 4 * 3 if train_cfg.rollout_mode == "onepass" else 8
         assert summary["samples"] == 3 * want
-    assert train(TrainArgs(**args, steps=5, resume=True))["step"] == 5
+    resumed = train(TrainArgs(**args, steps=5, resume=True))
+    assert resumed["step"] == 5
+    if "train.rollout_share=0.5" in levers:  # resumed on the run's own recipe, own rollouts included
+        assert resumed["samples"] == 2 * want
+        assert load_world_model(out / "ckpt").train.rollout_share == 0.5
     env = WorldModelEnv(load_world_model(out / "ckpt"))
     env.reset(Dataset(dataset).load(0).frames[:3])
     assert env.step(DEFAULT_ACTIONS.noop()).shape == (*ck.resolution[::-1], 3)

@@ -198,6 +198,8 @@ def train(args: TrainArgs) -> dict:
                 f"cannot resume it with {args.prediction}"
             )
         diffusion = ck.diffusion
+        # the run's own training recipe (own rollouts included), with only what the command line names changed
+        tcfg = replace(ck.train, **{n: v for n, v in given.items() if v is not None})
         ema = load_world_model(ckpt_dir, "cpu", weights="dit_ema", expected_spec=ds.action_spec).dit
         seconds_before = float(ck.config.get("train_seconds", 0.0))
     else:

@@ -313,15 +313,19 @@ def _at(p: dict, h: str) -> float | None:
 
 
 def write_curve_png(curve: dict, path: Path) -> None:
-    """Three panels against samples seen, one line per run."""
+    """The panels against samples seen, three to a row, one line per run; written whole or not at all."""
+    import io
+
     from PIL import Image, ImageDraw
 
-    pw, ph, pad = 300, 200, 36
-    img = Image.new("RGB", (len(PANELS) * (pw + pad) + pad, ph + 2 * pad + 16 * len(curve["runs"])), "white")
+    pw, ph, pad, cols = 300, 200, 36, 3
+    rows = -(-len(PANELS) // cols)
+    width, height = cols * (pw + pad) + pad, rows * (ph + 2 * pad) + 16 * len(curve["runs"]) + pad
+    img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     xmax = max((p["samples"] or 0 for ps in curve["runs"].values() for p in ps), default=1) or 1
     for k, (title, fig, (lo, hi)) in enumerate(PANELS):
-        x0, y0 = pad + k * (pw + pad), pad
+        x0, y0 = pad + (k % cols) * (pw + pad), pad + (k // cols) * (ph + 2 * pad)
         draw.rectangle([x0, y0, x0 + pw, y0 + ph], outline=(0, 0, 0))
         draw.text((x0, y0 - 14), title, fill=(0, 0, 0))
         draw.text((x0 - 30, y0 - 4), f"{hi:g}", fill=(90, 90, 90))
@@ -342,8 +346,10 @@ def write_curve_png(curve: dict, path: Path) -> None:
             for x, y in xy:
                 draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
     for j, name in enumerate(curve["runs"]):
-        draw.text((pad, ph + 2 * pad + 16 * j), f"— {name}", fill=COLOURS[j % len(COLOURS)])
-    img.save(path)
+        draw.text((pad, rows * (ph + 2 * pad) + 16 * j), f"-- {name}", fill=COLOURS[j % len(COLOURS)])
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
 
 
 def write_curve(curve: dict, out: Path) -> None:

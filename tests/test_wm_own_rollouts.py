@@ -265,3 +265,22 @@ def test_each_lever_trains_is_saved_resumes_and_plays(dataset, ae, tmp_path, lev
     env = WorldModelEnv(load_world_model(out / "ckpt"))
     env.reset(Dataset(dataset).load(0).frames[:3])
     assert env.step(DEFAULT_ACTIONS.noop()).shape == (*ck.resolution[::-1], 3)
+
+
+def test_the_arena_preset_is_the_shipped_defaults_recipe():
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from world_model.model.config import get_preset
+
+    config = json.loads((Path(__file__).parents[1] / "checkpoints" / "default" / "config.json").read_text())
+    p = get_preset("arena")
+    assert config["world"]["scenario"] == "defend_the_center"
+    assert asdict(p.diffusion) == config["diffusion"] and asdict(p.train) == config["train"]
+    grid = ("latent_channels", "latent_size", "action_sizes")  # the autoencoder and the contract decide these
+    assert {k: v for k, v in asdict(p.dit).items() if k not in grid} == {
+        k: v for k, v in config["dit"].items() if k not in grid
+    }
+    assert {k: v for k, v in asdict(p.ae).items()} == {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in config["ae"].items()
+    }

@@ -321,6 +321,25 @@ PRESETS: dict[str, Preset] = {
         ),
         train=TrainConfig(lr=8e-4, ema_decay=0.998),
     ),
+    # The shipped arena default's recipe (checkpoints/default, docs/arena_levers.md): cpu4x-edm's networks
+    # with the whole next frame as the target, the last latent turned by the current action as one more
+    # input, the convolutional head, and half of each batch on the model's own 4-frame rollouts (one pass).
+    # It holds a soft picture of the arena for minutes where the residual recipes blow up; it is still fog.
+    "arena": Preset(
+        ae=AEConfig(channels=(16, 32, 64), grad_loss=1.0, steps=8000, decoder_steps=2000),
+        dit=DiTConfig(
+            context_len=4, patch_size=4, hidden=128, depth=4, heads=4, conv_head=True, base_input=True
+        ),
+        diffusion=DiffusionConfig(
+            prediction="edm",
+            residual=False,
+            clean_residual=True,
+            ego_warp=True,
+            action_drop_prob=0.1,
+            action_guidance=2.0,
+        ),
+        train=TrainConfig(lr=8e-4, ema_decay=0.998, rollout_share=0.5, rollout_steps=4),
+    ),
     # 160x120 at >= 35 frames/s with 4 steps on one datacenter GPU: 300 tokens of width 512, 12 blocks.
     "gpu": Preset(
         ae=AEConfig(channels=(32, 64, 128, 256), steps=20000, decoder_steps=5000, batch_size=64, crop=64),

@@ -140,27 +140,8 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         raise CheckpointError(f"{ckpt_dir}: --resume but there is no checkpoint to resume")
 
 
-def train(args: TrainArgs) -> dict:
-    if not 0.0 <= args.cooldown <= 1.0:
-        raise ValueError(f"--cooldown {args.cooldown}: must be a fraction between 0 and 1")
-    rank, world, device = _dist_setup(args.device)
-    main = rank == 0
-    out = Path(args.out)
-    ckpt_dir = out / "ckpt"
-    if args.set and args.resume:
-        raise ValueError("--set with --resume: a run keeps the recipe saved in its checkpoint")
-    if main:  # before any work: an --out that a save would lose something in is refused now
-        check_run_folder(out, args.resume, args.overwrite)
-    preset = recipe_for(args.preset, args.set, args.ae)  # checked on the autoencoder's grid, before any data
-    given = {n: getattr(args, n) for n in ("steps", "batch_size", "lr", "ckpt_every")}
-    tcfg = replace(preset.train, **{n: v for n, v in given.items() if v is not None})
-    diffusion = replace(preset.diffusion, context_noise=args.context_noise)
-    if args.prediction is not None:
-        diffusion = replace(diffusion, prediction=args.prediction)
-    ds = Dataset(args.data)
-    data_world = ds.world  # what the model will dream; shards of several worlds are refused here
-    ae, ae_config = load_autoencoder(args.ae, device)
-    check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
+def _latent_cache(args: TrainArgs, out: Path, ds: Dataset, ae, tcfg: TrainConfig, main: bool, world: int):
+    """The run's latent cache, encoded by rank 0 when missing or stale, checked against the data."""
     cache_path = Path(args.cache) if args.cache else out / "latents.safetensors"
     stale = cache_path.exists() and stale_cache_reason(
         cache_path, cache_fingerprints(ae, ds, tcfg.heldout_fraction)
@@ -183,30 +164,60 @@ def train(args: TrainArgs) -> dict:
             f"is {ds.manifest.resolution} at {ds.manifest.frame_skip}; delete it to re-encode"
         )
     ds.action_spec.check_compatible(cache.action_spec, str(cache_path))
+    return cache, cache_path
 
-    step, seconds_before = 0, 0.0
-    if args.resume:
-        ck = load_world_model(ckpt_dir, "cpu", weights="dit", expected_spec=ds.action_spec)
-        check_data_fits(
-            ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(ckpt_dir)
+
+def _resumed(args: TrainArgs, ckpt_dir: Path, ds: Dataset, given: dict):
+    """A run's model, EMA, recipe, step and seconds from its checkpoint, checked against the data."""
+    ck = load_world_model(ckpt_dir, "cpu", weights="dit", expected_spec=ds.action_spec)
+    check_data_fits(ck.config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(ckpt_dir))
+    ck.world.check(ds.world, f"the run {ckpt_dir}", f"--data {args.data}")
+    if args.prediction is not None and args.prediction != ck.diffusion.prediction:
+        raise CheckpointError(
+            f"{ckpt_dir}: was trained with --prediction {ck.diffusion.prediction}, "
+            f"cannot resume it with {args.prediction}"
         )
-        ck.world.check(data_world, f"the run {ckpt_dir}", f"--data {args.data}")
-        dit, dit_cfg, step = ck.dit.train(), ck.dit_cfg, ck.step
-        if args.prediction is not None and args.prediction != ck.diffusion.prediction:
-            raise CheckpointError(
-                f"{ckpt_dir}: was trained with --prediction {ck.diffusion.prediction}, "
-                f"cannot resume it with {args.prediction}"
-            )
-        diffusion = ck.diffusion
-        # the run's own training recipe (own rollouts included), with only what the command line names changed
-        tcfg = replace(ck.train, **{n: v for n, v in given.items() if v is not None})
-        ema = load_world_model(ckpt_dir, "cpu", weights="dit_ema", expected_spec=ds.action_spec).dit
-        seconds_before = float(ck.config.get("train_seconds", 0.0))
+    # the run's own training recipe (own rollouts included), with only what the command line names changed
+    tcfg = replace(ck.train, **{n: v for n, v in given.items() if v is not None})
+    ema = load_world_model(ckpt_dir, "cpu", weights="dit_ema", expected_spec=ds.action_spec).dit
+    seconds = float(ck.config.get("train_seconds", 0.0))
+    return ck.dit.train(), ema, ck.dit_cfg, ck.diffusion, tcfg, ck.step, seconds
+
+
+def _fresh(args: TrainArgs, preset, ae, ds: Dataset):
+    """A new DiT of the preset on the autoencoder's grid, its EMA a copy, at step 0."""
+    dit_cfg = dit_config_for(preset.dit, ae, ds.manifest.resolution, ds.action_spec)
+    torch.manual_seed(args.seed)
+    dit = DiT(dit_cfg)
+    return dit, copy.deepcopy(dit), dit_cfg, 0, 0.0
+
+
+def train(args: TrainArgs) -> dict:
+    if not 0.0 <= args.cooldown <= 1.0:
+        raise ValueError(f"--cooldown {args.cooldown}: must be a fraction between 0 and 1")
+    rank, world, device = _dist_setup(args.device)
+    main = rank == 0
+    out = Path(args.out)
+    ckpt_dir = out / "ckpt"
+    if args.set and args.resume:
+        raise ValueError("--set with --resume: a run keeps the recipe saved in its checkpoint")
+    if main:  # before any work: an --out that a save would lose something in is refused now
+        check_run_folder(out, args.resume, args.overwrite)
+    preset = recipe_for(args.preset, args.set, args.ae)  # checked on the autoencoder's grid, before any data
+    given = {n: getattr(args, n) for n in ("steps", "batch_size", "lr", "ckpt_every")}
+    tcfg = replace(preset.train, **{n: v for n, v in given.items() if v is not None})
+    diffusion = replace(preset.diffusion, context_noise=args.context_noise)
+    if args.prediction is not None:
+        diffusion = replace(diffusion, prediction=args.prediction)
+    ds = Dataset(args.data)
+    data_world = ds.world  # what the model will dream; shards of several worlds are refused here
+    ae, ae_config = load_autoencoder(args.ae, device)
+    check_data_fits(ae_config, ds.manifest.resolution, ds.manifest.frame_skip, ds.action_spec, str(args.ae))
+    cache, cache_path = _latent_cache(args, out, ds, ae, tcfg, main, world)
+    if args.resume:
+        dit, ema, dit_cfg, diffusion, tcfg, step, seconds_before = _resumed(args, ckpt_dir, ds, given)
     else:
-        dit_cfg = dit_config_for(preset.dit, ae, ds.manifest.resolution, ds.action_spec)
-        torch.manual_seed(args.seed)
-        dit = DiT(dit_cfg)
-        ema = copy.deepcopy(dit)
+        dit, ema, dit_cfg, step, seconds_before = _fresh(args, preset, ae, ds)
     if tuple(cache.latent_shape) != (dit_cfg.latent_channels, *dit_cfg.latent_size):
         raise LatentCacheError(
             f"{cache_path}: latents are {tuple(cache.latent_shape)}, the model expects "

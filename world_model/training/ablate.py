@@ -304,7 +304,16 @@ def ablate(a: AblateArgs, engine_factory=None) -> list[dict]:
         runs = {name: out / name for name, _ in variants}
         engines = engine_factory() if engine_factory else None
         try:
-            curve = run_curve(runs, a.heldout, a.curve_starts, a.seed, a.device, engine_factory=engines)
+            # each point's stability run as long as the variants' own, at most the curve's usual 500 frames
+            curve = run_curve(
+                runs,
+                a.heldout,
+                a.curve_starts,
+                a.seed,
+                a.device,
+                stability_frames=min(500, a.stability_frames),
+                engine_factory=engines,
+            )
         finally:
             if engines is not None:
                 engines.close()

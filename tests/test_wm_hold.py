@@ -45,6 +45,10 @@ def test_latents_outside_the_training_range():
     rng = latent_range(z)
     assert len(rng["low"]) == 8 and outside_share(z, rng).max() == 0
     assert np.allclose(outside_share(z * 2, rng), 0.5, atol=0.03)  # half of twice the range lies outside it
+    # over chosen spans of frames, in the latents' own dtype, as wm train takes its training episodes'
+    half = z.half()
+    spans = latent_range(half, [(0, 10), (30, 5)])
+    assert spans["high"] == torch.cat([half[:10], half[30:35]]).float().amax(dim=(0, 2, 3)).tolist()
     shifted = z.clone()
     shifted[:, 3] += 10  # one channel of eight off its own range, though within the others'
     assert np.allclose(outside_share(shifted, rng), 1 / 8)

@@ -251,6 +251,10 @@ def test_each_lever_trains_is_saved_resumes_and_plays(dataset, ae, tmp_path, lev
         section, name, value = parse_override(item)
         assert config[section][name] == value
     ck = load_world_model(out / "ckpt")
+    rng = config["latent_range"]  # the training latents' range, per channel, for the hold figures
+    assert len(rng["low"]) == ck.dit_cfg.latent_channels and all(
+        a <= b for a, b in zip(rng["low"], rng["high"])
+    )
     train_cfg = ck.train
     if "train.rollout_share=0.5" in levers:
         assert train_cfg.rollout_share == 0.5 and train_cfg.rollout_steps == 2

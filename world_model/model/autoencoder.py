@@ -112,9 +112,12 @@ def reconstruct(ae: Autoencoder, frames: np.ndarray, batch: int = 32) -> np.ndar
     return recon
 
 
-def latent_range(latents: torch.Tensor) -> dict[str, list[float]]:
-    """Per-channel minimum and maximum of normalised latents (N, C, h, w): the range the decoder was trained
-    on, which `wm train` records in the checkpoint and a dream's latents are judged by
-    (world_model/evaluation/hold.py)."""
-    lo, hi = torch.aminmax(latents.float().transpose(0, 1).flatten(1), dim=1)  # (C,) each
-    return {"low": lo.tolist(), "high": hi.tolist()}
+def latent_range(latents: torch.Tensor, spans: list[tuple[int, int]] | None = None) -> dict[str, list[float]]:
+    """Per-channel minimum and maximum of normalised latents (N, C, h, w), over the (start, length) `spans` of
+    frames (default all): the range the decoder was trained on, which `wm train` records in the checkpoint and
+    a dream's latents are judged by (world_model/evaluation/hold.py). Reduced in place, in the latents' own
+    dtype (min and max are exact in it): no copy of a cache that may hold hundreds of thousands of frames."""
+    spans = spans if spans is not None else [(0, len(latents))]
+    lo = torch.stack([latents[s : s + n].amin(dim=(0, 2, 3)) for s, n in spans if n]).amin(0)  # (C,)
+    hi = torch.stack([latents[s : s + n].amax(dim=(0, 2, 3)) for s, n in spans if n]).amax(0)  # (C,)
+    return {"low": lo.float().tolist(), "high": hi.float().tolist()}

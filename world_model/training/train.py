@@ -241,10 +241,9 @@ def train(args: TrainArgs) -> dict:
         )
 
     train_eps = torch.nonzero(~cache.heldout).flatten()
-    in_train = torch.zeros(len(cache.latents), dtype=torch.bool)
-    for e in train_eps.tolist():
-        in_train[int(cache.starts[e]) : int(cache.starts[e]) + int(cache.lengths[e])] = True
-    train_range = latent_range(cache.latents[in_train])
+    train_range = latent_range(
+        cache.latents, [(int(cache.starts[e]), int(cache.lengths[e])) for e in train_eps.tolist()]
+    )
     windows = LatentWindows(
         cache.latents.to(device),  # float16: 195k frames of the cpu/gpu presets' latents are ~100 MB
         cache.actions.to(device),
